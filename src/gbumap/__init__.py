@@ -1,0 +1,47 @@
+"""gbumap: glass-box UMAP for scverse.
+
+A parametric UMAP whose encoder is positively homogeneous, so every cell's
+position is exactly the sum of per-gene contributions.
+
+Submodules follow scanpy: :mod:`gbumap.tl` (tools that write to AnnData),
+:mod:`gbumap.pl` (plots), :mod:`gbumap.get` (read results back) and
+:mod:`gbumap.datasets` (the simulator). They, and the
+:class:`~gbumap.GlassBoxUMAP` estimator, are imported on first use so that
+``import gbumap`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("gbumap")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["GlassBoxUMAP", "tl", "pl", "get", "datasets", "__version__"]
+
+_SUBMODULES = {"tl", "pl", "get", "datasets"}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from . import datasets, get, pl, tl
+    from ._estimator import GlassBoxUMAP
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    if name == "GlassBoxUMAP":
+        from ._estimator import GlassBoxUMAP
+
+        globals()[name] = GlassBoxUMAP
+        return GlassBoxUMAP
+    raise AttributeError(f"module 'gbumap' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

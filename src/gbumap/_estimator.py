@@ -1,0 +1,537 @@
+"""``GlassBoxUMAP``: a scikit-learn style parametric UMAP with exact contributions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from torch import nn
+
+from ._attribution import Reduction, contributions_from_jacobian, reduce_contributions
+from ._encoder import HomogeneousMLP, check_homogeneous, encoder_jacobian
+from ._validation import Matrix, as_matrix
+
+__all__ = ["GlassBoxUMAP"]
+
+_TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _row_batches(n: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def _dense_rows(X: Matrix, rows: slice, dtype) -> np.ndarray:
+    block = X[rows]
+    block = block.toarray() if sp.issparse(block) else np.asarray(block)
+    return block.astype(dtype, copy=False)
+
+
+def auto_n_steps(n_cells: int) -> int:
+    """Default number of optimisation steps: grows slowly with the data size.
+
+    A step costs the same for any number of cells, so a fixed budget would
+    make large data sets see each edge fewer times; a logarithmic increase
+    (600 steps at 10k cells, ~900 at 300k) keeps quality at little cost.
+    """
+    return int(np.clip(600 + 200 * np.log10(max(n_cells, 1) / 1e4), 400, 1200))
+
+
+class GlassBoxUMAP(TransformerMixin, BaseEstimator):
+    """Parametric UMAP whose embedding is exactly the sum of per-feature contributions.
+
+    The encoder is a bias-free network with piecewise-linear activations, so
+    it is positively homogeneous of degree 1: ``f(x) = J(x)·x``. Every cell's
+    coordinates therefore split exactly into one contribution per feature,
+    ``J[axis, feature]·(x[feature] - baseline[feature])``.
+
+    Parameters
+    ----------
+    n_neighbors
+        Size of the local neighbourhood used to build the kNN graph.
+    n_components
+        Dimension of the embedding.
+    metric
+        Distance for the kNN search (any pynndescent / SciPy metric name).
+    min_dist
+        Minimum spacing of points in the embedding, as in UMAP.
+    spread
+        Scale of the embedded points, as in UMAP.
+    negative_sample_rate
+        Negative samples per positive edge.
+    repulsion_strength
+        Weight of the repulsive term of the loss.
+    pca_components
+        Fold a PCA of this many components into the model (``None``: the
+        encoder sees the features directly). Contributions are still per
+        feature: the Jacobian is projected back through the loadings.
+    baseline
+        ``"mean"`` centres the input on the average cell, so contributions
+        explain a cell's offset from it; ``"zero"`` leaves the input
+        uncentred, so a feature with value 0 contributes exactly 0 and the
+        contributions equal integrated gradients / DeepLIFT from the all-zero
+        input.
+    hidden_layers
+        Widths of the encoder's hidden layers.
+    activation
+        ``"leaky_relu"`` (slope 0.1), ``"prelu"`` (learned slopes) or ``"relu"``.
+    encoder
+        A custom ``torch.nn.Module`` used instead of the default network. It
+        must be positively homogeneous of degree ``homogeneity_degree``; this
+        is verified on the data before training.
+    homogeneity_degree
+        Degree ``k`` of the custom encoder (contributions are ``J·x / k``).
+    learning_rate
+        Peak learning rate of the one-cycle Adam schedule.
+    n_steps
+        Optimisation steps; ``None`` picks a size-dependent default.
+    batch_size
+        Graph edges per step.
+    early_stopping
+        Stop when the loss has not improved for a while.
+    random_state
+        Seed for PCA, the kNN search, initialisation and edge sampling.
+    accelerator
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"`` or ``"mps"``.
+    dtype
+        ``"float32"`` or ``"float64"`` for the encoder and its Jacobians.
+    verbose
+        Show progress bars and timings.
+
+    Attributes
+    ----------
+    embedding_
+        ``(n_cells, n_components)`` embedding of the training data.
+    encoder_
+        The trained ``torch.nn.Module``.
+    components_
+        ``(pca_components, n_features)`` PCA loadings, or ``None``.
+    baseline_
+        ``(n_features,)`` reference cell the contributions are measured from.
+    graph_
+        The symmetric fuzzy neighbour graph (CSR).
+    loss_history_
+        Loss at every step.
+    a_, b_
+        Parameters of the low-dimensional similarity curve.
+    timings_
+        Seconds spent in each stage of ``fit``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from gbumap import GlassBoxUMAP
+    >>> X = load_digits().data
+    >>> model = GlassBoxUMAP(n_steps=200, random_state=0)
+    >>> emb = model.fit_transform(X)
+    >>> contrib = model.compute_contributions(X)
+    >>> bool(abs(contrib.sum(-1) - emb).max() < 1e-3 * abs(emb).max())
+    True
+    """
+
+    def __init__(
+        self,
+        n_neighbors: int = 15,
+        n_components: int = 2,
+        metric: str = "euclidean",
+        min_dist: float = 0.1,
+        spread: float = 1.0,
+        negative_sample_rate: int = 5,
+        repulsion_strength: float = 1.0,
+        pca_components: int | None = None,
+        baseline: Literal["mean", "zero"] = "mean",
+        hidden_layers: Sequence[int] = (128, 128, 128),
+        activation: Literal["leaky_relu", "prelu", "relu"] = "leaky_relu",
+        encoder: nn.Module | None = None,
+        homogeneity_degree: int = 1,
+        learning_rate: float = 1e-2,
+        n_steps: int | None = None,
+        batch_size: int = 4096,
+        early_stopping: bool = False,
+        random_state: int | None = 0,
+        accelerator: str = "auto",
+        dtype: Literal["float32", "float64"] = "float32",
+        verbose: bool = False,
+    ) -> None:
+        self.n_neighbors = n_neighbors
+        self.n_components = n_components
+        self.metric = metric
+        self.min_dist = min_dist
+        self.spread = spread
+        self.negative_sample_rate = negative_sample_rate
+        self.repulsion_strength = repulsion_strength
+        self.pca_components = pca_components
+        self.baseline = baseline
+        self.hidden_layers = hidden_layers
+        self.activation = activation
+        self.encoder = encoder
+        self.homogeneity_degree = homogeneity_degree
+        self.learning_rate = learning_rate
+        self.n_steps = n_steps
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.random_state = random_state
+        self.accelerator = accelerator
+        self.dtype = dtype
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ checks
+    def _validate_params(self, n_cells: int | None = None) -> None:
+        def positive_int(name: str, value: Any, minimum: int = 1) -> None:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
+
+        positive_int("n_neighbors", self.n_neighbors, 2)
+        positive_int("n_components", self.n_components, 1)
+        positive_int("negative_sample_rate", self.negative_sample_rate, 0)
+        positive_int("batch_size", self.batch_size, 1)
+        positive_int("homogeneity_degree", self.homogeneity_degree, 1)
+        if self.n_steps is not None:
+            positive_int("n_steps", self.n_steps, 1)
+        if self.pca_components is not None:
+            positive_int("pca_components", self.pca_components, 1)
+        for name in ("min_dist", "repulsion_strength"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
+        for name in ("spread", "learning_rate"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite number > 0; got {value!r}.")
+        if self.baseline not in ("mean", "zero"):
+            raise ValueError(f"baseline must be 'mean' or 'zero'; got {self.baseline!r}.")
+        if self.dtype not in _TORCH_DTYPES:
+            raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}.")
+        if self.encoder is not None and not isinstance(self.encoder, nn.Module):
+            raise TypeError(f"encoder must be a torch.nn.Module or None; got {type(self.encoder).__name__}.")
+        if n_cells is not None and n_cells < self.n_neighbors + 1:
+            raise ValueError(
+                f"Too few cells: {n_cells} cells for n_neighbors={self.n_neighbors}. "
+                f"Need at least n_neighbors + 1 = {self.n_neighbors + 1}; lower n_neighbors or add cells."
+            )
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "encoder_"):
+            raise RuntimeError("This GlassBoxUMAP is not fitted yet; call fit(X) first.")
+
+    def _check_features(self, X: Matrix) -> None:
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features but the model was fitted on {self.n_features_in_}. "
+                "Pass the same features in the same order."
+            )
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def _np_dtype(self):
+        return np.float64 if self.dtype == "float64" else np.float32
+
+    @property
+    def _torch_dtype(self) -> torch.dtype:
+        return _TORCH_DTYPES[self.dtype]
+
+    @property
+    def device_(self) -> torch.device:
+        self._check_fitted()
+        return next(iter(self.encoder_.parameters()), torch.empty(0)).device
+
+    def _inference_batch_size(self) -> int:
+        width = max([*self._hidden_widths(), self.n_features_in_, 1])
+        return int(max(256, min(65536, 2**24 // width)))
+
+    def _hidden_widths(self) -> list[int]:
+        return [int(h) for h in self.hidden_layers] if self.encoder is None else []
+
+    def _encoder_input(self, X: Matrix, rows: slice | None = None) -> np.ndarray:
+        """The encoder's input for some rows: ``(x - baseline)`` projected on the loadings."""
+        rows = rows if rows is not None else slice(0, X.shape[0])
+        block = X[rows]
+        if self.components_ is None:
+            dense = block.toarray() if sp.issparse(block) else np.asarray(block)
+            return (dense.astype(np.float64) - self.baseline_).astype(self._np_dtype)
+        proj = np.asarray(block @ self.components_.T, dtype=np.float64)
+        return (proj - self._baseline_projection).astype(self._np_dtype)
+
+    def _encoder_inputs(self, X: Matrix) -> np.ndarray:
+        out = np.empty((X.shape[0], self.n_inputs_), dtype=self._np_dtype)
+        for rows in _row_batches(X.shape[0], 65536):
+            out[rows] = self._encoder_input(X, rows)
+        return out
+
+    def _progress(self, total: int, desc: str):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, disable=not self.verbose or total < 50_000, leave=False)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        graph: sp.spmatrix | None = None,
+        knn: tuple[np.ndarray, np.ndarray] | None = None,
+        components: np.ndarray | None = None,
+    ) -> GlassBoxUMAP:
+        """Fit the encoder to ``X``.
+
+        Parameters
+        ----------
+        X
+            ``(n_cells, n_features)`` dense array, SciPy sparse matrix or torch tensor.
+        y
+            Ignored; present for scikit-learn compatibility.
+        graph
+            A precomputed symmetric connectivity matrix (e.g. scanpy's
+            ``obsp["connectivities"]``), used instead of building the graph.
+        knn
+            A precomputed ``(indices, distances)`` kNN result (self first),
+            turned into the fuzzy graph instead of searching again.
+        components
+            Precomputed PCA loadings ``(n_pcs, n_features)`` (e.g. scanpy's
+            ``varm["PCs"].T``) used instead of fitting a PCA; the data are
+            centred on their mean before projecting, as scanpy does.
+
+        Returns
+        -------
+        self
+        """
+        from ._graph import find_ab_params, graph_from_knn, nearest_neighbors
+        from ._pca import randomized_pca
+        from ._training import TrainingConfig, resolve_device, train_encoder
+
+        timings: dict[str, float] = {}
+        X = as_matrix(X, name="X", dtype=self._np_dtype)
+        self._validate_params(X.shape[0])
+        n_cells, n_features = X.shape
+        device = resolve_device(self.accelerator)
+        dtype = self._torch_dtype
+        seed = 0 if self.random_state is None else int(self.random_state)
+
+        t0 = time.perf_counter()
+        self.n_features_in_ = n_features
+        if self.baseline == "mean":
+            self.baseline_ = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+        else:
+            self.baseline_ = np.zeros(n_features)
+        if components is not None:
+            components = np.asarray(components, dtype=self._np_dtype)
+            if components.ndim != 2 or components.shape[1] != n_features:
+                raise ValueError(
+                    f"components must have shape (n_pcs, {n_features}); got {components.shape}."
+                )
+            self.components_ = components
+            self.explained_variance_ = None
+            self._baseline_projection = self.baseline_ @ components.T.astype(np.float64)
+        elif self.pca_components is not None:
+            center = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+            comps, var = randomized_pca(
+                X, self.pca_components, center=center.astype(self._np_dtype), random_state=seed
+            )
+            self.components_ = comps.astype(self._np_dtype)
+            self.explained_variance_ = var
+            self._baseline_projection = self.baseline_ @ self.components_.T.astype(np.float64)
+        else:
+            self.components_ = None
+            self.explained_variance_ = None
+        self.n_inputs_ = n_features if self.components_ is None else self.components_.shape[0]
+        Z_np = self._encoder_inputs(X)
+        timings["pca"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        if graph is not None:
+            graph = sp.csr_matrix(graph, dtype=np.float32)
+            if graph.shape != (n_cells, n_cells):
+                raise ValueError(f"graph must be ({n_cells}, {n_cells}); got {graph.shape}.")
+        elif knn is not None:
+            indices, dists = (np.asarray(a) for a in knn)
+            if indices.shape[0] != n_cells or indices.shape != dists.shape:
+                raise ValueError(
+                    f"knn must be two (n_cells, k) arrays with n_cells={n_cells}; got {indices.shape} and {dists.shape}."
+                )
+            graph = graph_from_knn(indices, dists)
+        else:
+            indices, dists = nearest_neighbors(
+                Z_np, self.n_neighbors, metric=self.metric, random_state=seed, verbose=self.verbose
+            )
+            graph = graph_from_knn(indices, dists)
+        self.graph_ = graph
+        self.a_, self.b_ = find_ab_params(self.spread, self.min_dist)
+        timings["graph"] = time.perf_counter() - t0
+
+        torch.manual_seed(seed)
+        Z = torch.from_numpy(Z_np).to(device)
+        scale = float(np.sqrt(np.mean(Z_np.astype(np.float64) ** 2) * self.n_inputs_)) or 1.0
+        if self.encoder is None:
+            encoder = HomogeneousMLP(
+                self.n_inputs_,
+                self.n_components,
+                hidden=self.hidden_layers,
+                activation=self.activation,
+                input_scale=1.0 / scale,
+            )
+            degree = 1
+        else:
+            import copy
+
+            encoder = copy.deepcopy(self.encoder)
+            degree = int(self.homogeneity_degree)
+        encoder = encoder.to(device=device, dtype=dtype)
+        check_rows = Z[: min(n_cells, 512)]
+        check_homogeneous(encoder, check_rows, degree=degree)
+
+        t0 = time.perf_counter()
+        config = TrainingConfig(
+            n_steps=self.n_steps if self.n_steps is not None else auto_n_steps(n_cells),
+            batch_size=self.batch_size,
+            negative_sample_rate=self.negative_sample_rate,
+            repulsion_strength=self.repulsion_strength,
+            learning_rate=self.learning_rate,
+            a=self.a_,
+            b=self.b_,
+            random_state=seed,
+            early_stopping=self.early_stopping,
+            verbose=self.verbose,
+        )
+        result = train_encoder(encoder, Z, graph, config)
+        timings["training"] = time.perf_counter() - t0
+        if degree != 1 or self.encoder is not None:
+            check_homogeneous(encoder, check_rows, degree=degree)
+
+        self.encoder_ = encoder
+        self.homogeneity_degree_ = degree
+        self.loss_history_ = result.loss
+        self.training_info_ = {
+            "n_steps": result.n_steps_run,
+            "stopped_early": result.stopped_early,
+            "seconds": result.seconds,
+            "device": result.device,
+            "learning_rate": result.learning_rate,
+        }
+        t0 = time.perf_counter()
+        self.embedding_ = self._embed(Z_np)
+        timings["embed"] = time.perf_counter() - t0
+        self.timings_ = timings
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """Fit and return the embedding of ``X`` (the encoder's output)."""
+        return self.fit(X, y, **fit_params).embedding_
+
+    # ------------------------------------------------------------------ inference
+    def _embed(self, Z_np: np.ndarray) -> np.ndarray:
+        out = np.empty((Z_np.shape[0], self.n_components), dtype=self._np_dtype)
+        device = self.device_
+        with torch.no_grad():
+            for rows in _row_batches(Z_np.shape[0], self._inference_batch_size()):
+                out[rows] = self.encoder_(torch.from_numpy(Z_np[rows]).to(device)).cpu().numpy()
+        return out
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Embed new cells with the trained encoder.
+
+        Parameters
+        ----------
+        X
+            ``(n_cells, n_features)`` with the features used in ``fit``.
+
+        Returns
+        -------
+        ``(n_cells, n_components)`` array.
+        """
+        self._check_fitted()
+        X = as_matrix(X, name="X", dtype=self._np_dtype)
+        self._check_features(X)
+        out = np.empty((X.shape[0], self.n_components), dtype=self._np_dtype)
+        for rows in _row_batches(X.shape[0], self._inference_batch_size()):
+            out[rows] = self._embed(self._encoder_input(X, rows))
+        return out
+
+    def input_jacobian(self, X: Any, batch_size: int | None = None) -> np.ndarray:
+        """Jacobian of the encoder in its input space, per cell.
+
+        This is the compressed, lossless form of the contributions: with PCA
+        it is ``(n_cells, n_components, pca_components)``, and gene-level
+        contributions follow from it, the loadings and the expression.
+        """
+        self._check_fitted()
+        X = as_matrix(X, name="X", dtype=self._np_dtype)
+        self._check_features(X)
+        batch_size = batch_size or self._inference_batch_size()
+        out = np.empty((X.shape[0], self.n_components, self.n_inputs_), dtype=self._np_dtype)
+        device = self.device_
+        with self._progress(X.shape[0], "gbumap jacobians") as bar:
+            for rows in _row_batches(X.shape[0], batch_size):
+                z = torch.from_numpy(self._encoder_input(X, rows)).to(device)
+                out[rows] = encoder_jacobian(self.encoder_, z).cpu().numpy()
+                bar.update(rows.stop - rows.start)
+        return out
+
+    def compute_contributions(
+        self,
+        X: Any,
+        batch_size: int | None = None,
+        reduction: Reduction = None,
+    ) -> np.ndarray:
+        """Exact per-feature contributions to each cell's coordinates.
+
+        Parameters
+        ----------
+        X
+            ``(n_cells, n_features)`` with the features used in ``fit``.
+        batch_size
+            Cells per batch (bounds memory).
+        reduction
+            ``None``: ``(n_cells, n_components, n_features)``; ``"l2"``: the
+            magnitude over axes, ``(n_cells, n_features)``; ``"normed_l2"``:
+            that magnitude divided by its per-cell sum; an integer: that
+            signed axis.
+
+        Returns
+        -------
+        Contributions whose sum over features equals ``transform(X)``.
+        """
+        self._check_fitted()
+        X = as_matrix(X, name="X", dtype=self._np_dtype)
+        self._check_features(X)
+        n, g = X.shape
+        if batch_size is None:
+            batch_size = max(1, min(self._inference_batch_size(), 2**25 // max(g * self.n_components, 1)))
+        shape = (n, self.n_components, g) if reduction is None else (n, g)
+        out = np.empty(shape, dtype=self._np_dtype)
+        device = self.device_
+        comps = None if self.components_ is None else self.components_.astype(self._np_dtype)
+        with self._progress(n, "gbumap contributions") as bar:
+            for rows in _row_batches(n, batch_size):
+                z = torch.from_numpy(self._encoder_input(X, rows)).to(device)
+                jac = encoder_jacobian(self.encoder_, z).cpu().numpy()
+                offset = (_dense_rows(X, rows, np.float64) - self.baseline_).astype(self._np_dtype)
+                contrib = contributions_from_jacobian(jac, offset, comps, self.homogeneity_degree_)
+                out[rows] = reduce_contributions(contrib, reduction)
+                bar.update(rows.stop - rows.start)
+        return out
+
+    def reconstruction_error(self, X: Any, batch_size: int | None = None) -> dict[str, float]:
+        """How well the summed contributions rebuild the embedding.
+
+        Returns
+        -------
+        dict
+            ``max_abs``: the largest ``|Σ_g C - Z|`` over cells and axes;
+            ``max_rel``: that divided by ``max |Z|``.
+        """
+        self._check_fitted()
+        X = as_matrix(X, name="X", dtype=self._np_dtype)
+        self._check_features(X)
+        emb = self.transform(X).astype(np.float64)
+        total = np.zeros_like(emb)
+        for rows in _row_batches(X.shape[0], 8192):
+            total[rows] = self.compute_contributions(X[rows], batch_size=batch_size).sum(axis=-1, dtype=np.float64)
+        max_abs = float(np.abs(total - emb).max())
+        scale = float(np.abs(emb).max()) or 1.0
+        return {"max_abs": max_abs, "max_rel": max_abs / scale}

@@ -1,0 +1,204 @@
+"""Training the encoder on the UMAP objective.
+
+Each step samples ``batch_size`` graph edges with probability proportional to
+their membership strength, embeds only the cells those edges touch, and draws
+``negative_sample_rate`` negatives per edge among the embedded cells. The data,
+the edge list and its cumulative weights stay on the device as tensors, so a
+step costs the same whatever the number of cells and has no per-step Python
+data loading.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+__all__ = ["TrainingConfig", "TrainingResult", "train_encoder", "resolve_device"]
+
+_DIST_EPS = 1e-3
+
+
+@dataclass
+class TrainingConfig:
+    n_steps: int
+    batch_size: int
+    negative_sample_rate: int
+    repulsion_strength: float
+    learning_rate: float
+    a: float
+    b: float
+    random_state: int | None
+    early_stopping: bool = False
+    patience: int = 4
+    check_every: int = 50
+    tol: float = 1e-3
+    verbose: bool = True
+
+
+@dataclass
+class TrainingResult:
+    loss: np.ndarray
+    learning_rate: np.ndarray
+    n_steps_run: int
+    stopped_early: bool
+    seconds: float
+    device: str
+    extra: dict = field(default_factory=dict)
+
+
+def resolve_device(accelerator: str) -> torch.device:
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU."""
+    accelerator = str(accelerator).lower()
+    if accelerator == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError("accelerator='cuda' was requested but torch sees no CUDA device; use 'auto' or 'cpu'.")
+        return torch.device("cuda")
+    if accelerator == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError("accelerator='mps' was requested but MPS is not available; use 'auto' or 'cpu'.")
+        return torch.device("mps")
+    if accelerator == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"accelerator must be 'auto', 'cpu', 'cuda' or 'mps'; got {accelerator!r}.")
+
+
+def _edge_tensors(graph: sp.spmatrix, device: torch.device, dtype: torch.dtype):
+    coo = sp.coo_matrix(graph)
+    keep = coo.data > 0
+    heads = torch.from_numpy(coo.row[keep].astype(np.int64)).to(device)
+    tails = torch.from_numpy(coo.col[keep].astype(np.int64)).to(device)
+    weights = torch.from_numpy(coo.data[keep].astype(np.float64))
+    if heads.numel() == 0:
+        raise ValueError("The neighbour graph has no edges; check the input or n_neighbors.")
+    cdf = torch.cumsum(weights, 0)
+    cdf = (cdf / cdf[-1]).to(device=device, dtype=dtype)
+    return heads, tails, cdf
+
+
+def _umap_step_loss(
+    emb_head: torch.Tensor,
+    emb_tail: torch.Tensor,
+    emb_pool: torch.Tensor,
+    neg_idx: torch.Tensor,
+    log_a: float,
+    b: float,
+    negative_sample_rate: int,
+    repulsion_strength: float,
+) -> torch.Tensor:
+    """Binary cross-entropy of UMAP with ``q(d) = 1 / (1 + a·d^(2b))``.
+
+    Writing ``s = log a + b·log d²``, ``-log q = softplus(s)`` and
+    ``-log(1 - q) = softplus(-s)``, which is stable at both ends.
+    """
+    d2_pos = (emb_head - emb_tail).pow(2).sum(1)
+    s_pos = log_a + b * torch.log(d2_pos + _DIST_EPS)
+    attraction = nn.functional.softplus(s_pos).mean()
+    if negative_sample_rate == 0:
+        return attraction
+    heads_rep = emb_head.repeat(negative_sample_rate, 1)
+    d2_neg = (heads_rep - emb_pool[neg_idx]).pow(2).sum(1)
+    s_neg = log_a + b * torch.log(d2_neg + _DIST_EPS)
+    repulsion = nn.functional.softplus(-s_neg).mean()
+    return attraction + repulsion_strength * negative_sample_rate * repulsion
+
+
+def train_encoder(
+    encoder: nn.Module,
+    Z: torch.Tensor,
+    graph: sp.spmatrix,
+    config: TrainingConfig,
+) -> TrainingResult:
+    """Fit ``encoder`` so that its layout of ``Z`` matches the fuzzy ``graph``.
+
+    ``Z`` must already sit on the training device. Raises ``KeyboardInterrupt``
+    unchanged, so a caller that writes results only after training returns
+    leaves its inputs as they were.
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    device = Z.device
+    heads, tails, cdf = _edge_tensors(graph, device, Z.dtype)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(0 if config.random_state is None else int(config.random_state))
+
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=config.learning_rate)
+    n_steps = int(config.n_steps)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=config.learning_rate,
+        total_steps=max(n_steps, 2),
+        pct_start=0.25,
+        anneal_strategy="cos",
+    )
+    B = int(config.batch_size)
+    nsr = int(config.negative_sample_rate)
+    log_a = math.log(config.a)
+    losses = torch.zeros(n_steps, dtype=Z.dtype, device=device)
+    lrs = np.zeros(n_steps)
+    encoder.train()
+    start = time.perf_counter()
+    best = math.inf
+    stale = 0
+    stopped_early = False
+    step = 0
+    bar = tqdm(total=n_steps, disable=not config.verbose, desc="gbumap training", unit="step", leave=False)
+    try:
+        for step in range(n_steps):
+            u = torch.rand(B, generator=gen, device=device, dtype=Z.dtype)
+            idx = torch.searchsorted(cdf, u).clamp_(max=cdf.numel() - 1)
+            cells = torch.cat([heads[idx], tails[idx]])
+            emb = encoder(Z[cells])
+            neg_idx = torch.randint(0, 2 * B, (B * nsr,), generator=gen, device=device)
+            loss = _umap_step_loss(
+                emb[:B], emb[B:], emb, neg_idx, log_a, config.b, nsr, config.repulsion_strength
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            lrs[step] = schedule.get_last_lr()[0]
+            schedule.step()
+            losses[step] = loss.detach()
+            if (step + 1) % config.check_every == 0 or step + 1 == n_steps:
+                window = float(losses[max(0, step + 1 - config.check_every) : step + 1].mean())
+                if not math.isfinite(window):
+                    raise FloatingPointError(
+                        f"Training diverged at step {step + 1} (loss {window}). Lower learning_rate "
+                        "or check the input scale."
+                    )
+                bar.set_postfix(loss=f"{window:.4f}", refresh=False)
+                bar.update(min(config.check_every, n_steps - bar.n))
+                if config.early_stopping:
+                    if window < best * (1 - config.tol):
+                        best, stale = window, 0
+                    else:
+                        stale += 1
+                        if stale >= config.patience:
+                            stopped_early = True
+                            break
+    finally:
+        bar.close()
+    encoder.eval()
+    n_run = step + 1
+    return TrainingResult(
+        loss=losses[:n_run].cpu().numpy().astype(np.float64),
+        learning_rate=lrs[:n_run],
+        n_steps_run=n_run,
+        stopped_early=stopped_early,
+        seconds=time.perf_counter() - start,
+        device=str(device),
+    )

@@ -1,0 +1,165 @@
+"""The ``gbumap`` command line: ``gbumap demo`` and ``gbumap fit``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _summary(adata, key: str, groupby: str | None, n_top: int = 5) -> str:
+    import scanpy as sc
+
+    reg = adata.uns[key]
+    err = reg["reconstruction_error"]
+    lines = [
+        f"cells × genes: {adata.n_obs} × {adata.n_vars}; model features: {len(reg['feature_names'])}",
+        f"training: {int(reg['training']['n_steps'])} steps in {float(reg['training']['seconds']):.1f} s "
+        f"on {reg['training']['device']}",
+        f"reconstruction error (max |Σ contributions − embedding| / max |embedding|): {float(err['max_rel']):.2e}",
+    ]
+    rank_key = f"rank_features_{key}"
+    if groupby is not None and rank_key in adata.uns:
+        lines.append(f"top genes per {groupby} (mean L2 contribution):")
+        for group in adata.uns[rank_key]["names"].dtype.names:
+            df = sc.get.rank_genes_groups_df(adata, group, key=rank_key).head(n_top)
+            lines.append(f"  {group}: {', '.join(df['names'].astype(str))}")
+    return "\n".join(lines)
+
+
+def _figures(adata, key: str, groupby: str | None, out: Path) -> list[Path]:
+    """Write the standard figures; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from . import pl
+
+    written = []
+    fig = pl.top_features(adata, key=key, n_top=10, return_fig=True, show=False)
+    written.append(out / "top_features.png")
+    fig.savefig(written[-1], dpi=120, bbox_inches="tight")
+    fig = pl.reconstruction(adata, key=key, return_fig=True, show=False)
+    written.append(out / "reconstruction.png")
+    fig.savefig(written[-1], dpi=120, bbox_inches="tight")
+    if groupby is not None:
+        fig = pl.rank_features(adata, groupby, key=key, n_genes=8, return_fig=True, show=False)
+        written.append(out / "rank_features.png")
+        fig.savefig(written[-1], dpi=120, bbox_inches="tight")
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return written
+    written.append(out / "explorer.html")
+    pl.explore(adata, key=key, groupby=groupby, path=written[-1])
+    return written
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import scanpy as sc
+
+    from . import tl
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    adata = sc.datasets.pbmc68k_reduced()
+    print(f"gbumap demo: pbmc68k_reduced ({adata.n_obs} cells × {adata.n_vars} genes), bundled with scanpy")
+    tl.glassbox_umap(adata, groupby="bulk_labels", top_genes=20, verbose=not args.quiet, n_steps=args.n_steps)
+    figures = [] if args.no_figures else _figures(adata, "gbumap", "bulk_labels", out)
+    path = out / "pbmc68k_gbumap.h5ad"
+    adata.write_h5ad(path)
+    print(_summary(adata, "gbumap", "bulk_labels"))
+    print(f"wrote {path}")
+    for fig in figures:
+        print(f"wrote {fig}")
+    print(f"done in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    import anndata as ad
+
+    from . import tl
+
+    adata = ad.read_h5ad(args.input)
+    params = {}
+    if args.n_steps is not None:
+        params["n_steps"] = args.n_steps
+    if args.baseline is not None:
+        params["baseline"] = args.baseline
+    tl.glassbox_umap(
+        adata,
+        groupby=args.groupby,
+        key_added=args.key_added,
+        layer=args.layer,
+        use_rep=args.use_rep,
+        neighbors_key=args.neighbors_key,
+        top_genes=args.top_genes,
+        verbose=not args.quiet,
+        **params,
+    )
+    adata.write_h5ad(args.output)
+    print(_summary(adata, args.key_added, args.groupby))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="gbumap",
+        description="Glass-box UMAP: embeddings whose coordinates are exact sums of per-gene contributions.",
+    )
+    parser.add_argument("--version", action="version", version=f"gbumap {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole workflow on bundled PBMC data",
+        description="Fit on scanpy's bundled pbmc68k_reduced, compute contributions and per-cell-type gene "
+        "rankings, write figures and an .h5ad, and print a summary. Needs no network.",
+    )
+    demo.add_argument("--out", default="gbumap_demo", help="output folder (default: ./gbumap_demo)")
+    demo.add_argument("--n-steps", type=int, default=None, help="training steps (default: automatic)")
+    demo.add_argument("--no-figures", action="store_true", help="skip the figures")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=_demo)
+
+    fit = sub.add_parser(
+        "fit",
+        help="fit a model on an .h5ad file",
+        description="Read IN.h5ad, fit gbumap (embedding, model registry, contributions, optional rankings) "
+        "and write OUT.h5ad.",
+    )
+    fit.add_argument("input", help="input .h5ad (log-normalised expression in X or --layer)")
+    fit.add_argument("-o", "--output", required=True, help="output .h5ad")
+    fit.add_argument("--groupby", default=None, help="obs column to rank genes by, e.g. cell_type")
+    fit.add_argument("--layer", default=None, help="train on this layer instead of X")
+    fit.add_argument("--use-rep", default=None, help="train on this obsm representation, e.g. X_pca")
+    fit.add_argument("--neighbors-key", default=None, help="reuse this sc.pp.neighbors graph")
+    fit.add_argument("--key-added", default="gbumap", help="model key (default: gbumap)")
+    fit.add_argument("--top-genes", type=int, default=None, help="also write a sparse top-k contribution layer")
+    fit.add_argument("--baseline", choices=["mean", "zero"], default=None, help="contribution baseline")
+    fit.add_argument("--n-steps", type=int, default=None, help="training steps (default: automatic)")
+    fit.add_argument("--quiet", action="store_true", help="no progress bars")
+    fit.set_defaults(func=_fit)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``gbumap`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (KeyError, ValueError, FileNotFoundError, OSError) as err:
+        print(f"gbumap {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

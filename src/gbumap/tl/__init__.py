@@ -1,0 +1,9 @@
+"""Tools: fit glass-box UMAP models and compute results that are written into AnnData."""
+
+from ._contributions import contributions
+from ._fit import fit
+from ._pipeline import glassbox_umap
+from ._rank import rank_features
+from ._transform import transform
+
+__all__ = ["contributions", "fit", "glassbox_umap", "rank_features", "transform"]

@@ -1,0 +1,109 @@
+"""``gbumap.tl.transform``: map query cells into a reference embedding."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._anndata_input import InputSpec, feature_matrix
+from .._registry import decode_model, registry_for
+
+__all__ = ["transform"]
+
+
+def transform(
+    adata: AnnData,
+    reference: AnnData | Mapping,
+    *,
+    key: str = "gbumap",
+    key_added: str | None = None,
+    fill_missing: Literal["baseline", "zero"] | None = None,
+    contributions: bool = True,
+    batch_size: int = 4096,
+    copy: bool = False,
+) -> AnnData | None:
+    """Embed query cells with a model fitted on a reference, and explain them.
+
+    Genes are aligned by name, so the query may hold more genes or another
+    order. Contributions of the query cells are exact too.
+
+    Parameters
+    ----------
+    adata
+        The query AnnData, on the same scale as the reference input
+        (e.g. log-normalised).
+    reference
+        The reference AnnData holding ``uns[key]``, or that registry itself
+        (e.g. ``anndata.read_h5ad(path).uns["gbumap"]``).
+    key
+        The model key in the reference.
+    key_added
+        Key for the query results (default: ``key``).
+    fill_missing
+        What to do with model genes absent from the query: ``None`` raises an
+        error naming them; ``"baseline"`` sets them to the model's baseline
+        (they then contribute exactly 0); ``"zero"`` sets them to 0.
+    contributions
+        Also store the query cells' Jacobians (``obsm["<key_added>_jacobian"]``).
+    batch_size
+        Cells per batch.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None`` or the new AnnData, with ``obsm["X_<key_added>"]``, the
+    Jacobians, and a copy of the model registry in ``uns[key_added]`` (so the
+    query file is self-contained and :func:`gbumap.get.contributions` works on it).
+
+    Examples
+    --------
+    >>> gbumap.tl.transform(query, reference)  # doctest: +SKIP
+    >>> sc.pl.embedding(query, basis="gbumap")  # doctest: +SKIP
+    """
+    if fill_missing not in (None, "baseline", "zero"):
+        raise ValueError(f"fill_missing must be None, 'baseline' or 'zero'; got {fill_missing!r}.")
+    if isinstance(reference, AnnData):
+        reg = registry_for(reference, key)
+    else:
+        reg = reference
+    model = decode_model(reg)
+    if "feature_names" not in reg:
+        raise ValueError("The model registry has no feature names; refit it with gbumap.tl.fit.")
+    names = np.asarray(reg["feature_names"]).astype(str)
+    spec = InputSpec.from_dict(reg["input"]) if "input" in reg else InputSpec()
+    missing = np.array([], dtype=str)
+    fill = None
+    if spec.use_rep is None:
+        missing = names[adata.var_names.get_indexer(pd.Index(names)) < 0]
+        if len(missing) and fill_missing is None:
+            raise KeyError(
+                f"{len(missing)} of the model's {len(names)} genes are missing from the query: "
+                f"{', '.join(missing[:20])}{' …' if len(missing) > 20 else ''}. Subset or rename the query "
+                "genes, or pass fill_missing='baseline' (missing genes then contribute exactly 0) or "
+                "fill_missing='zero'."
+            )
+        if len(missing):
+            base = dict(zip(names.tolist(), model.baseline_.tolist()))
+            fill = {g: (base[g] if fill_missing == "baseline" else 0.0) for g in missing}
+    X, _ = feature_matrix(adata, spec, names, fill=fill)
+    embedding = model.transform(X).astype(np.float32)
+    jac = model.input_jacobian(X, batch_size=batch_size) if contributions else None
+
+    key_added = key if key_added is None else key_added
+    new_reg = {k: v for k, v in reg.items() if k != "contributions"}
+    new_reg["query"] = {"n_missing_genes": int(len(missing)), "fill_missing": str(fill_missing)}
+    if fill:
+        new_reg["query"]["missing_genes"] = np.asarray(list(fill), dtype=str)
+        new_reg["query"]["fill_values"] = np.asarray(list(fill.values()), dtype=np.float64)
+    target = adata.copy() if copy else adata
+    target.obsm[f"X_{key_added}"] = embedding
+    if jac is not None:
+        target.obsm[f"{key_added}_jacobian"] = jac
+        new_reg["contributions"] = {"jacobian_key": f"{key_added}_jacobian", "dtype": str(jac.dtype)}
+    target.uns[key_added] = new_reg
+    return target if copy else None

@@ -1,0 +1,125 @@
+"""The scikit-learn style estimator: API, quality against umap-learn, reproducibility."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from gbumap import GlassBoxUMAP
+
+
+def knn_preservation(high, low, k=15):
+    from sklearn.neighbors import NearestNeighbors
+
+    hi = NearestNeighbors(n_neighbors=k + 1).fit(high).kneighbors(return_distance=False)
+    lo = NearestNeighbors(n_neighbors=k + 1).fit(low).kneighbors(return_distance=False)
+    return float(np.mean([len(set(a) & set(b)) / (k + 1) for a, b in zip(hi, lo)]))
+
+
+def label_knn_accuracy(emb, y):
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return float(cross_val_score(KNeighborsClassifier(15), emb, y, cv=5).mean())
+
+
+def test_sklearn_api():
+    model = GlassBoxUMAP(n_neighbors=10, min_dist=0.3)
+    params = model.get_params()
+    assert params["n_neighbors"] == 10 and params["min_dist"] == 0.3
+    model.set_params(n_neighbors=20)
+    assert model.n_neighbors == 20
+    twin = clone(model)
+    assert twin is not model and twin.get_params() == model.get_params()
+    assert "GlassBoxUMAP(" in repr(model)
+
+
+@pytest.mark.slow
+def test_quality_against_umap_learn_on_digits(digits):
+    """Same data, same run: label kNN accuracy and kNN preservation beside umap-learn's."""
+    import umap
+
+    X, y = digits
+    ours = GlassBoxUMAP(random_state=0).fit_transform(X)
+    theirs = umap.UMAP(random_state=0).fit_transform(X)
+    acc_ours, acc_theirs = label_knn_accuracy(ours, y), label_knn_accuracy(theirs, y)
+    pres_ours, pres_theirs = knn_preservation(X, ours), knn_preservation(X, theirs)
+    print(f"digits: accuracy {acc_ours:.4f} vs umap {acc_theirs:.4f}; preservation {pres_ours:.4f} vs {pres_theirs:.4f}")
+    assert acc_ours >= acc_theirs - 0.03
+    assert pres_ours >= pres_theirs - 0.05
+
+
+def test_transform_matches_fit_embedding(digits):
+    X, _ = digits
+    model = GlassBoxUMAP(n_steps=40, batch_size=1024)
+    emb = model.fit_transform(X)
+    np.testing.assert_allclose(model.transform(X), emb, rtol=1e-5, atol=1e-5)
+    assert emb.shape == (X.shape[0], 2) and emb.dtype == np.float32
+    assert len(model.loss_history_) == 40 and np.isfinite(model.loss_history_).all()
+    assert model.loss_history_[-10:].mean() < model.loss_history_[:10].mean()
+
+
+def test_same_seed_same_result(digits):
+    X, _ = digits
+    a = GlassBoxUMAP(n_steps=30, batch_size=512, random_state=3).fit(X)
+    b = GlassBoxUMAP(n_steps=30, batch_size=512, random_state=3).fit(X)
+    c = GlassBoxUMAP(n_steps=30, batch_size=512, random_state=4).fit(X)
+    np.testing.assert_array_equal(a.embedding_, b.embedding_)
+    np.testing.assert_array_equal(a.compute_contributions(X[:50]), b.compute_contributions(X[:50]))
+    assert not np.array_equal(a.embedding_, c.embedding_)
+
+
+def test_three_components(wine_std):
+    X, _ = wine_std
+    model = GlassBoxUMAP(n_components=3, n_steps=30, batch_size=512).fit(X)
+    contrib = model.compute_contributions(X)
+    assert contrib.shape == (len(X), 3, X.shape[1])
+    assert np.abs(contrib.sum(-1) - model.embedding_).max() < 1e-4 * np.abs(model.embedding_).max()
+
+
+def test_precomputed_graph_and_knn(digits):
+    from gbumap._graph import fuzzy_simplicial_set, nearest_neighbors
+
+    X, _ = digits
+    X = X[:400]
+    idx, dist = nearest_neighbors(X, 15)
+    a = GlassBoxUMAP(n_steps=20, batch_size=512).fit(X, knn=(idx, dist))
+    b = GlassBoxUMAP(n_steps=20, batch_size=512).fit(X, graph=fuzzy_simplicial_set(idx, dist, 400))
+    np.testing.assert_array_equal(a.embedding_, b.embedding_)
+    assert abs(a.graph_ - b.graph_).max() == 0
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(n_neighbors=1), "n_neighbors"),
+        (dict(min_dist=-1.0), "min_dist"),
+        (dict(spread=0.0), "spread"),
+        (dict(baseline="median"), "baseline"),
+        (dict(dtype="float16"), "dtype"),
+        (dict(learning_rate=float("nan")), "learning_rate"),
+        (dict(n_steps=0), "n_steps"),
+        (dict(pca_components=0), "pca_components"),
+        (dict(accelerator="tpu"), "accelerator"),
+        (dict(n_components=0), "n_components"),
+    ],
+)
+def test_invalid_parameters(wine_std, params, message):
+    X, _ = wine_std
+    with pytest.raises(ValueError, match=message):
+        GlassBoxUMAP(**params).fit(X)
+
+
+def test_errors_before_fit_and_on_wrong_features(wine_std):
+    X, _ = wine_std
+    model = GlassBoxUMAP()
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model.transform(X)
+    model.set_params(n_steps=5, batch_size=128).fit(X)
+    with pytest.raises(ValueError, match="13"):
+        model.transform(X[:, :5])
+    with pytest.raises(ValueError, match="NaN"):
+        model.transform(np.where(np.eye(len(X), 13, dtype=bool), np.nan, X))
+    with pytest.raises(ValueError, match="Too few cells"):
+        GlassBoxUMAP().fit(X[:10])
