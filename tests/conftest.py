@@ -49,3 +49,17 @@ def wine_std():
     X, y = load_wine(return_X_y=True)
     X = (X - X.mean(0)) / X.std(0)
     return X.astype(np.float32), y
+
+
+@pytest.fixture(scope="session")
+def pbmc_plot_session(pbmc_raw):
+    """A quick fit for the plotting and explorer tests (read-only: plots must not write to it).
+
+    pbmc68k_reduced with a model trained for few steps, its contributions and
+    the bulk_labels rankings; the plots are checked against numbers, not looks.
+    """
+    import gbumap
+
+    adata = pbmc_raw.copy()
+    gbumap.tl.glassbox_umap(adata, groupby="bulk_labels", n_steps=40, verbose=False)
+    return adata

@@ -212,3 +212,10 @@ def test_two_models_side_by_side(pbmc):
     assert pbmc.uns["m1"]["params"]["baseline"] == "mean" and pbmc.uns["m2"]["params"]["baseline"] == "zero"
     gbumap.tl.contributions(pbmc, key="m2")
     assert "m2_jacobian" in pbmc.obsm and "m1_jacobian" not in pbmc.obsm
+
+
+def test_normed_l2_of_a_gene_subset_is_a_share_of_all_genes(pbmc_fitted):
+    full = gbumap.get.contributions(pbmc_fitted, reduction="normed_l2", obs=np.arange(20))
+    names = list(pbmc_fitted.uns["gbumap"]["feature_names"])
+    sub = gbumap.get.contributions(pbmc_fitted, genes=["LYZ", "NKG7"], reduction="normed_l2", obs=np.arange(20))
+    np.testing.assert_allclose(sub, full[:, [names.index("LYZ"), names.index("NKG7")]], rtol=1e-6)

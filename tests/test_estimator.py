@@ -123,3 +123,13 @@ def test_errors_before_fit_and_on_wrong_features(wine_std):
         model.transform(np.where(np.eye(len(X), 13, dtype=bool), np.nan, X))
     with pytest.raises(ValueError, match="Too few cells"):
         GlassBoxUMAP().fit(X[:10])
+
+
+def test_lightning_engine_gives_the_same_model(wine_std):
+    """Lightning Fabric drives the same loop: identical result to plain PyTorch on the CPU."""
+    X, _ = wine_std
+    plain = GlassBoxUMAP(n_steps=25, batch_size=256, engine="torch").fit(X)
+    fabric = GlassBoxUMAP(n_steps=25, batch_size=256, engine="lightning").fit(X)
+    np.testing.assert_array_equal(plain.embedding_, fabric.embedding_)
+    assert fabric.reconstruction_error(X)["max_rel"] < 1e-4
+    assert GlassBoxUMAP()._resolve_engine(__import__("torch").device("cpu")) == "torch"

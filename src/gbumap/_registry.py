@@ -32,9 +32,12 @@ _SCALAR_PARAMS = {
     "batch_size": int,
     "early_stopping": bool,
     "accelerator": str,
+    "engine": str,
     "dtype": str,
 }
 _OPTIONAL_INT_PARAMS = ("pca_components", "n_steps", "random_state")
+# Parameters added after format 1 was first written: older registries lack them.
+_DEFAULTED_PARAMS = {"engine": "auto"}
 
 
 class RegistryError(ValueError):
@@ -183,6 +186,9 @@ def decode_model(reg: Mapping, encoder=None):
         raise RegistryError("Registry field 'params' must be a mapping.")
     params: dict[str, Any] = {}
     for name, kind in _SCALAR_PARAMS.items():
+        if name in _DEFAULTED_PARAMS and name not in raw_params:
+            params[name] = _DEFAULTED_PARAMS[name]
+            continue
         value = _field(raw_params, name, "params/")
         if kind is str:
             params[name] = _as_str(value, name)

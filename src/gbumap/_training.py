@@ -38,6 +38,7 @@ class TrainingConfig:
     check_every: int = 50
     tol: float = 1e-3
     verbose: bool = True
+    engine: str = "torch"
 
 
 @dataclass
@@ -115,6 +116,25 @@ def _umap_step_loss(
     return attraction + repulsion_strength * negative_sample_rate * repulsion
 
 
+def _plain_backward(loss: torch.Tensor) -> None:
+    loss.backward()
+
+
+def _lightning_setup(encoder: nn.Module, optimizer, device: torch.device, dtype: torch.dtype):
+    """Hand device placement, precision and the backward pass to Lightning Fabric.
+
+    Fabric wraps the module and optimizer in place: the parameters stay the
+    same tensors, so the caller keeps using its own ``encoder`` afterwards.
+    """
+    from lightning.fabric import Fabric
+
+    accelerator = {"cuda": "cuda", "mps": "mps"}.get(device.type, "cpu")
+    precision = "64-true" if dtype == torch.float64 else "32-true"
+    fabric = Fabric(accelerator=accelerator, devices=1, precision=precision)
+    wrapped, optimizer = fabric.setup(encoder, optimizer, move_to_device=False)
+    return wrapped, optimizer, fabric.backward
+
+
 def train_encoder(
     encoder: nn.Module,
     Z: torch.Tensor,
@@ -137,6 +157,9 @@ def train_encoder(
     gen.manual_seed(0 if config.random_state is None else int(config.random_state))
 
     optimizer = torch.optim.Adam(encoder.parameters(), lr=config.learning_rate)
+    model, backward = encoder, _plain_backward
+    if config.engine == "lightning":
+        model, optimizer, backward = _lightning_setup(encoder, optimizer, device, Z.dtype)
     n_steps = int(config.n_steps)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
@@ -162,13 +185,13 @@ def train_encoder(
             u = torch.rand(B, generator=gen, device=device, dtype=Z.dtype)
             idx = torch.searchsorted(cdf, u).clamp_(max=cdf.numel() - 1)
             cells = torch.cat([heads[idx], tails[idx]])
-            emb = encoder(Z[cells])
+            emb = model(Z[cells])
             neg_idx = torch.randint(0, 2 * B, (B * nsr,), generator=gen, device=device)
             loss = _umap_step_loss(
                 emb[:B], emb[B:], emb, neg_idx, log_a, config.b, nsr, config.repulsion_strength
             )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            backward(loss)
             optimizer.step()
             lrs[step] = schedule.get_last_lr()[0]
             schedule.step()

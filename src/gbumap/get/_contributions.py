@@ -57,7 +57,8 @@ def contributions(
         Cells: ``None`` (all), a boolean mask, obs names or integer positions.
     reduction
         ``None`` keeps ``(cells, axes, genes)``; ``"l2"`` the magnitude over
-        axes; ``"normed_l2"`` that magnitude divided by its per-cell sum; an
+        axes; ``"normed_l2"`` that magnitude divided by its per-cell sum over
+        all the model's genes (also when ``genes`` selects a few); an
         integer, that signed axis.
     key
         The model key.
@@ -84,8 +85,12 @@ def contributions(
     shape = (len(obs_idx), n_comp, len(names)) if reduction is None else (len(obs_idx), len(names))
     out = np.empty(shape, dtype=view.estimator._np_dtype)
     pos = 0
-    for rows, contrib in view.iter_contributions(adata, obs_idx, feature_idx, batch_size=batch_size):
-        out[pos : pos + len(rows)] = reduce_contributions(contrib, reduction)
+    # normed_l2 is a share of the cell's total over all genes, so it needs every gene
+    subset_after = reduction == "normed_l2" and feature_idx is not None
+    source_idx = None if subset_after else feature_idx
+    for rows, contrib in view.iter_contributions(adata, obs_idx, source_idx, batch_size=batch_size):
+        reduced = reduce_contributions(contrib, reduction)
+        out[pos : pos + len(rows)] = reduced[:, feature_idx] if subset_after else reduced
         pos += len(rows)
     if not as_frame:
         return out

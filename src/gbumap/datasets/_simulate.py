@@ -1,0 +1,681 @@
+"""A negative-binomial single-cell simulator with known per-type marker genes.
+
+The design is deliberately *hard* for naive attribution scores:
+
+* every cell type belongs to a lineage, and all types of a lineage share a
+  lineage program (genes up in every type of that lineage);
+* every type has its own program (genes up only in that type);
+* every type has a continuous state: a pseudotime ``t ∈ [0, 1]`` per cell
+  ramps a set of type-specific genes up, so neighbourhoods inside a type carry
+  structure;
+* housekeeping genes are highly expressed in every cell, so the mean
+  expression alone points at them rather than at the programs;
+* pure-noise genes are strongly over-dispersed (high variance, no structure);
+* sequencing depth varies from cell to cell (log-normal size factors).
+
+Counts are generated block by block and assembled into CSR matrices, so the
+full ``n_cells × n_genes`` dense matrix never exists.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+__all__ = ["simulate", "truth_matrix", "ROLES"]
+
+#: Gene roles, in the order of the categories of ``var["role"]``.
+ROLES: tuple[str, ...] = ("housekeeping", "lineage", "type", "state", "noise", "background")
+
+# Cells are drawn in fixed blocks of this many cells, each with its own random
+# stream (spawn key ``(1, block_index)`` of ``SeedSequence(random_state)``).
+# The output therefore does not depend on ``chunk_size`` or ``n_jobs``.
+_SEED_BLOCK = 1024
+# Entries whose NB mean exceeds this are sampled as Gamma-Poisson mixtures;
+# the (many) entries below it by inverting the NB CDF from one exponential
+# variate, which costs almost nothing for the zeros that dominate the matrix.
+_MU_HIGH = 8.0
+# Base means (before rescaling to ``depth_mean``): log-normal medians / sigmas.
+_HK_MEDIAN, _HK_SIGMA = 8.0, 0.5
+_BG_MEDIAN, _BG_SIGMA = 0.06, 0.9
+_NOISE_MEDIAN, _NOISE_SIGMA = 0.5, 0.7
+# Gene-to-gene spread (log-normal sigma) of the dispersion around its setting.
+_DISPERSION_SIGMA = 0.25
+_TARGET_SUM = 1e4
+
+
+@dataclass(frozen=True)
+class _Design:
+    """Everything shared by all cells: gene roles, means and dispersions."""
+
+    type_means: np.ndarray  # (n_types, n_genes) float32 mean at size factor 1 and t = 0
+    theta: np.ndarray  # (n_genes,) float32 NB size (1 / dispersion)
+    state_cols: list[np.ndarray]  # per type: indices of its state genes
+    state_lfc: list[np.ndarray]  # per type: natural-log fold change at t = 1
+    type_cdf: np.ndarray  # (n_types,) cumulative cell-type proportions
+    depth_sigma: float
+
+
+def simulate(
+    n_cells: int = 10_000,
+    n_genes: int = 2_000,
+    *,
+    n_lineages: int = 3,
+    types_per_lineage: int = 3,
+    genes_per_type: int = 30,
+    genes_per_lineage: int = 40,
+    n_state_genes: int = 20,
+    n_housekeeping: int = 100,
+    n_noise: int = 200,
+    type_lfc: float = 1.5,
+    lineage_lfc: float = 0.95,
+    state_lfc: float = 1.5,
+    lfc_spread: float = 0.3,
+    dispersion: float = 0.3,
+    noise_dispersion: float = 4.0,
+    depth_mean: float = 2_500.0,
+    depth_sigma: float = 0.4,
+    chunk_size: int = 50_000,
+    n_jobs: int = 1,
+    random_state: int | None = 0,
+) -> ad.AnnData:
+    """Simulate single-cell counts with lineages, cell-type programs and continuous states.
+
+    Counts are negative binomial (NB) with mean
+    ``s_c · μ_g · exp(β_lineage + β_type + t_c · β_state)`` for cell ``c`` and gene ``g``,
+    where ``s_c`` is the cell's log-normal size factor (mean 1), ``t_c ~ U(0, 1)`` its
+    within-type pseudotime, and each ``β`` is non-zero only for the genes of the
+    cell's lineage program, type program and type state program respectively. Every
+    gene gets exactly one role (``var["role"]``):
+
+    ``housekeeping``
+        High mean in every cell, no structure.
+    ``lineage``
+        Up (log fold change ≈ ``lineage_lfc``) in every type of one lineage.
+    ``type``
+        Up (≈ ``type_lfc``) in one cell type only.
+    ``state``
+        Ramped up with the pseudotime ``t`` (≈ ``state_lfc`` at ``t = 1``) in one
+        cell type only.
+    ``noise``
+        Strongly over-dispersed (``noise_dispersion``): high variance, no structure.
+    ``background``
+        Low mean, ordinary dispersion, no structure.
+
+    Program, state and background genes draw their base means from the same
+    low log-normal distribution, so neither mean nor variance alone reveals them.
+    Roles are assigned to randomly permuted gene positions.
+
+    Parameters
+    ----------
+    n_cells
+        Number of cells (1k–1M are practical; 1M × 2,000 takes about 100 s of CPU
+        time and 8 GB peak memory).
+    n_genes
+        Number of genes. Must be at least the number of structured genes,
+        ``n_lineages·genes_per_lineage + n_types·(genes_per_type + n_state_genes)
+        + n_housekeeping + n_noise`` with ``n_types = n_lineages·types_per_lineage``;
+        the remaining genes are background.
+    n_lineages
+        Number of lineages.
+    types_per_lineage
+        Cell types per lineage. Type proportions are drawn (unequal, each between
+        about 1/3 and 3 times the others).
+    genes_per_type
+        Genes in each type program.
+    genes_per_lineage
+        Genes in each lineage program.
+    n_state_genes
+        Genes ramped by the pseudotime, per cell type.
+    n_housekeeping
+        Highly expressed genes without structure.
+    n_noise
+        Over-dispersed genes without structure.
+    type_lfc, lineage_lfc, state_lfc
+        Typical natural-log fold change of type, lineage and state genes (state:
+        at ``t = 1``). Each gene draws its own value uniformly from
+        ``lfc · [1 - lfc_spread, 1 + lfc_spread]``.
+    lfc_spread
+        Relative gene-to-gene spread of the fold changes, in ``[0, 1)``.
+    dispersion
+        NB dispersion ``φ`` (variance ``μ + φμ²``) of all genes but the noise genes;
+        each gene's value is log-normally spread around it.
+    noise_dispersion
+        NB dispersion of the noise genes.
+    depth_mean
+        Expected number of counts of an average cell: the base means are rescaled
+        so that the expected library size is ``depth_mean``.
+    depth_sigma
+        Log-normal sigma of the per-cell size factors (0 for constant depth).
+    chunk_size
+        Cells assembled into CSR at a time; rounded up to a multiple of 1,024.
+        Only dense blocks of 1,024 cells are ever allocated, so memory stays
+        bounded by the (sparse) output. The result does not depend on it.
+    n_jobs
+        Threads generating blocks (``-1``: all cores). The result does not
+        depend on it.
+    random_state
+        Seed. Global quantities (gene roles, means, effect sizes, type
+        proportions) come from spawn key ``(0,)`` of
+        ``numpy.random.SeedSequence(random_state)``; the cells of block ``i``
+        (cells ``1024·i`` to ``1024·(i+1) - 1``) from spawn key ``(1, i)``. Hence the
+        same seed gives identical data whatever ``chunk_size`` and ``n_jobs``, and
+        ``simulate(n, ...)`` equals the first ``n`` cells of ``simulate(N, ...)``
+        for ``n < N`` (all else equal). ``None`` draws a seed, recorded in
+        ``uns["simulation"]["params"]["random_state"]``.
+
+    Returns
+    -------
+    anndata.AnnData
+        ``n_cells × n_genes`` with
+
+        * ``layers["counts"]``: raw counts, CSR float32 holding integers;
+        * ``X``: ``log1p`` of counts normalised to 10,000 per cell, CSR float32;
+        * ``obs``: ``cell_type`` and ``lineage`` (categorical), ``state`` (the
+          pseudotime ``t``), ``size_factor``, ``depth`` (expected library size,
+          ``size_factor · depth_mean``), ``n_counts`` (observed library size) and
+          ``n_genes`` (detected genes);
+        * ``var``: ``role`` (categorical, see above), ``program`` (the lineage or
+          cell type a program gene belongs to, ``""`` otherwise), ``lfc`` (its
+          fold change, 0 otherwise), ``base_mean`` (NB mean at size factor 1 outside
+          its program) and ``dispersion``;
+        * ``uns["simulation"]``: ``truth`` (cell type → array of the gene names up
+          in it: its type, lineage and state programs), ``programs`` (``type``,
+          ``lineage`` and ``state`` programs separately), ``lineage_of`` (cell type
+          → lineage) and ``params`` (every argument, plus the seed actually used).
+          Everything is ``.h5ad``-writable.
+
+    See Also
+    --------
+    truth_matrix : The ground truth as a genes × cell types boolean table.
+
+    Examples
+    --------
+    >>> from gbumap.datasets import simulate, truth_matrix
+    >>> adata = simulate(2_000, 1_000, random_state=1)
+    >>> adata
+    AnnData object with n_obs × n_vars = 2000 × 1000
+        obs: 'cell_type', 'lineage', 'state', 'size_factor', 'depth', 'n_counts', 'n_genes'
+        var: 'role', 'program', 'lfc', 'base_mean', 'dispersion'
+        uns: 'simulation'
+        layers: 'counts'
+    >>> truth = truth_matrix(adata)
+    >>> truth.shape
+    (1000, 9)
+    >>> int(truth["L0_T0"].sum())  # 30 type + 40 lineage + 20 state genes
+    90
+    """
+    n_cells = _check_int(n_cells, "n_cells", 1)
+    n_genes = _check_int(n_genes, "n_genes", 1)
+    n_lineages = _check_int(n_lineages, "n_lineages", 1)
+    types_per_lineage = _check_int(types_per_lineage, "types_per_lineage", 1)
+    genes_per_type = _check_int(genes_per_type, "genes_per_type", 0)
+    genes_per_lineage = _check_int(genes_per_lineage, "genes_per_lineage", 0)
+    n_state_genes = _check_int(n_state_genes, "n_state_genes", 0)
+    n_housekeeping = _check_int(n_housekeeping, "n_housekeeping", 0)
+    n_noise = _check_int(n_noise, "n_noise", 0)
+    chunk_size = _check_int(chunk_size, "chunk_size", 1)
+    type_lfc = _check_float(type_lfc, "type_lfc", 0.0)
+    lineage_lfc = _check_float(lineage_lfc, "lineage_lfc", 0.0)
+    state_lfc = _check_float(state_lfc, "state_lfc", 0.0)
+    lfc_spread = _check_float(lfc_spread, "lfc_spread", 0.0)
+    if lfc_spread >= 1:
+        raise ValueError(f"lfc_spread must be in [0, 1); got {lfc_spread}.")
+    dispersion = _check_float(dispersion, "dispersion", 0.0, strict=True)
+    noise_dispersion = _check_float(noise_dispersion, "noise_dispersion", 0.0, strict=True)
+    depth_mean = _check_float(depth_mean, "depth_mean", 0.0, strict=True)
+    depth_sigma = _check_float(depth_sigma, "depth_sigma", 0.0)
+    n_jobs = _check_n_jobs(n_jobs)
+    if random_state is None:
+        random_state = int(np.random.default_rng().integers(2**63 - 1))
+    random_state = _check_int(random_state, "random_state", 0)
+
+    n_types = n_lineages * types_per_lineage
+    n_structured = (
+        n_lineages * genes_per_lineage
+        + n_types * (genes_per_type + n_state_genes)
+        + n_housekeeping
+        + n_noise
+    )
+    if n_structured > n_genes:
+        raise ValueError(
+            f"n_genes={n_genes} is too small: the design needs {n_structured} genes "
+            f"({n_lineages} lineages × {genes_per_lineage} + {n_types} types × "
+            f"({genes_per_type} type + {n_state_genes} state) + {n_housekeeping} housekeeping "
+            f"+ {n_noise} noise). Increase n_genes or shrink the programs."
+        )
+
+    lineages = [f"L{i}" for i in range(n_lineages)]
+    cell_types = [f"L{i}_T{j}" for i in range(n_lineages) for j in range(types_per_lineage)]
+    lineage_of_type = np.repeat(np.arange(n_lineages), types_per_lineage)
+
+    root = np.random.SeedSequence(random_state)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(root.entropy, spawn_key=(0,))))
+
+    # ---- gene roles on a random permutation of gene positions ----------------
+    order = rng.permutation(n_genes)
+    role = np.full(n_genes, ROLES.index("background"), dtype=np.int8)
+    program = np.full(n_genes, "", dtype=object)
+    lfc = np.zeros(n_genes)
+    cursor = 0
+
+    def take(n: int) -> np.ndarray:
+        nonlocal cursor
+        cols = np.sort(order[cursor : cursor + n])
+        cursor += n
+        return cols
+
+    def draw_lfc(center: float, n: int) -> np.ndarray:
+        return center * rng.uniform(1 - lfc_spread, 1 + lfc_spread, size=n)
+
+    hk_cols = take(n_housekeeping)
+    role[hk_cols] = ROLES.index("housekeeping")
+    noise_cols = take(n_noise)
+    role[noise_cols] = ROLES.index("noise")
+    lineage_cols = []
+    for name in lineages:
+        cols = take(genes_per_lineage)
+        role[cols], program[cols], lfc[cols] = ROLES.index("lineage"), name, draw_lfc(lineage_lfc, cols.size)
+        lineage_cols.append(cols)
+    type_cols, state_cols = [], []
+    for name in cell_types:
+        cols = take(genes_per_type)
+        role[cols], program[cols], lfc[cols] = ROLES.index("type"), name, draw_lfc(type_lfc, cols.size)
+        type_cols.append(cols)
+    for name in cell_types:
+        cols = take(n_state_genes)
+        role[cols], program[cols], lfc[cols] = ROLES.index("state"), name, draw_lfc(state_lfc, cols.size)
+        state_cols.append(cols)
+
+    # ---- base means and dispersions -------------------------------------------
+    base = rng.lognormal(np.log(_BG_MEDIAN), _BG_SIGMA, size=n_genes)
+    base[hk_cols] = rng.lognormal(np.log(_HK_MEDIAN), _HK_SIGMA, size=hk_cols.size)
+    base[noise_cols] = rng.lognormal(np.log(_NOISE_MEDIAN), _NOISE_SIGMA, size=noise_cols.size)
+    phi = dispersion * rng.lognormal(0.0, _DISPERSION_SIGMA, size=n_genes)
+    phi[noise_cols] = noise_dispersion * rng.lognormal(0.0, _DISPERSION_SIGMA, size=noise_cols.size)
+
+    weights = rng.uniform(0.5, 1.5, size=n_types)
+    proportions = weights / weights.sum()
+
+    log_effect = np.zeros((n_types, n_genes))
+    for k in range(n_types):
+        log_effect[k, lineage_cols[lineage_of_type[k]]] = lfc[lineage_cols[lineage_of_type[k]]]
+        log_effect[k, type_cols[k]] = lfc[type_cols[k]]
+    type_means = base[None, :] * np.exp(log_effect)
+    # Expected library size at size factor 1, averaging the state ramp over t ~ U(0, 1).
+    expected = type_means.sum(axis=1)
+    for k in range(n_types):
+        ramp = lfc[state_cols[k]]
+        mean_gain = np.where(ramp > 0, np.expm1(ramp) / np.where(ramp > 0, ramp, 1.0), 0.0)
+        expected[k] += (type_means[k, state_cols[k]] * mean_gain).sum()
+    scale = depth_mean / float(proportions @ expected)
+    base *= scale
+    type_means *= scale
+
+    design = _Design(
+        type_means=type_means.astype(np.float32),
+        theta=(1.0 / phi).astype(np.float32),
+        state_cols=state_cols,
+        state_lfc=[lfc[c].astype(np.float32) for c in state_cols],
+        type_cdf=np.cumsum(proportions),
+        depth_sigma=depth_sigma,
+    )
+
+    # ---- cells, block by block -------------------------------------------------
+    n_blocks = -(-n_cells // _SEED_BLOCK)
+    blocks_per_chunk = max(1, -(-chunk_size // _SEED_BLOCK))
+
+    def run_block(b: int) -> _Block:
+        # Always a full block, cut afterwards: the first cells then do not depend on n_cells.
+        ss = np.random.SeedSequence(root.entropy, spawn_key=(1, b))
+        block = _simulate_block(design, _SEED_BLOCK, np.random.Generator(np.random.PCG64(ss)))
+        return block.head(min(_SEED_BLOCK, n_cells - b * _SEED_BLOCK))
+
+    counts_parts: dict[str, list[np.ndarray]] = {"data": [], "indices": [], "x": [], "nnz": []}
+    cell_parts: dict[str, list[np.ndarray]] = {"type": [], "t": [], "size": [], "total": [], "ngenes": []}
+    executor = ThreadPoolExecutor(n_jobs) if n_jobs > 1 else None
+    try:
+        for first in range(0, n_blocks, blocks_per_chunk):
+            ids = range(first, min(n_blocks, first + blocks_per_chunk))
+            blocks = list(executor.map(run_block, ids)) if executor else [run_block(b) for b in ids]
+            for blk in blocks:
+                counts_parts["data"].append(blk.data)
+                counts_parts["indices"].append(blk.indices)
+                counts_parts["x"].append(blk.x)
+                counts_parts["nnz"].append(blk.row_nnz)
+                cell_parts["type"].append(blk.cell_type)
+                cell_parts["t"].append(blk.t)
+                cell_parts["size"].append(blk.size_factor)
+                cell_parts["total"].append(blk.total)
+                cell_parts["ngenes"].append(blk.row_nnz)
+            del blocks
+            # Merge the chunk's blocks so the final concatenation handles few arrays.
+            for key in counts_parts:
+                tail = counts_parts[key][-len(ids) :]
+                del counts_parts[key][-len(ids) :]
+                counts_parts[key].append(np.concatenate(tail))
+    finally:
+        if executor is not None:
+            executor.shutdown()
+
+    row_nnz = np.concatenate(counts_parts.pop("nnz"))
+    indptr = np.zeros(n_cells + 1, dtype=np.int64)
+    np.cumsum(row_nnz, out=indptr[1:])
+    if indptr[-1] < np.iinfo(np.int32).max:
+        indptr = indptr.astype(np.int32)
+    indices = _concat_free(counts_parts["indices"])
+    counts = sp.csr_matrix((_concat_free(counts_parts["data"]), indices, indptr), shape=(n_cells, n_genes))
+    X = sp.csr_matrix((_concat_free(counts_parts["x"]), indices.copy(), indptr.copy()), shape=(n_cells, n_genes))
+    counts.has_sorted_indices = True
+    X.has_sorted_indices = True
+
+    cell_type_codes = np.concatenate(cell_parts["type"])
+    size_factor = np.concatenate(cell_parts["size"])
+    obs = pd.DataFrame(
+        {
+            "cell_type": pd.Categorical.from_codes(cell_type_codes, categories=cell_types),
+            "lineage": pd.Categorical.from_codes(lineage_of_type[cell_type_codes], categories=lineages),
+            "state": np.concatenate(cell_parts["t"]),
+            "size_factor": size_factor,
+            "depth": (size_factor * np.float32(depth_mean)).astype(np.float32),
+            "n_counts": np.concatenate(cell_parts["total"]),
+            "n_genes": np.concatenate(cell_parts["ngenes"]).astype(np.int32),
+        },
+        index=pd.Index([f"cell_{i}" for i in range(n_cells)]),
+    )
+    gene_width = len(str(n_genes - 1))
+    gene_names = np.array([f"gene_{i:0{gene_width}d}" for i in range(n_genes)])
+    program_names = [""] + lineages + cell_types
+    var = pd.DataFrame(
+        {
+            "role": pd.Categorical.from_codes(role, categories=list(ROLES)),
+            "program": pd.Categorical(program.astype(str), categories=program_names),
+            "lfc": lfc.astype(np.float32),
+            "base_mean": base.astype(np.float32),
+            "dispersion": phi.astype(np.float32),
+        },
+        index=pd.Index(gene_names),
+    )
+
+    def names(cols: np.ndarray) -> np.ndarray:
+        return gene_names[np.sort(cols)].astype(str)
+
+    truth = {
+        ct: names(np.concatenate([type_cols[k], lineage_cols[lineage_of_type[k]], state_cols[k]]))
+        for k, ct in enumerate(cell_types)
+    }
+    params: dict[str, Any] = {
+        "n_cells": n_cells,
+        "n_genes": n_genes,
+        "n_lineages": n_lineages,
+        "types_per_lineage": types_per_lineage,
+        "genes_per_type": genes_per_type,
+        "genes_per_lineage": genes_per_lineage,
+        "n_state_genes": n_state_genes,
+        "n_housekeeping": n_housekeeping,
+        "n_noise": n_noise,
+        "type_lfc": type_lfc,
+        "lineage_lfc": lineage_lfc,
+        "state_lfc": state_lfc,
+        "lfc_spread": lfc_spread,
+        "dispersion": dispersion,
+        "noise_dispersion": noise_dispersion,
+        "depth_mean": depth_mean,
+        "depth_sigma": depth_sigma,
+        "random_state": random_state,
+        "seed_block": _SEED_BLOCK,
+        "target_sum": _TARGET_SUM,
+        "mean_scale": float(scale),
+    }
+    uns = {
+        "simulation": {
+            "truth": truth,
+            "programs": {
+                "type": {ct: names(type_cols[k]) for k, ct in enumerate(cell_types)},
+                "lineage": {lin: names(lineage_cols[i]) for i, lin in enumerate(lineages)},
+                "state": {ct: names(state_cols[k]) for k, ct in enumerate(cell_types)},
+            },
+            "lineage_of": {ct: lineages[lineage_of_type[k]] for k, ct in enumerate(cell_types)},
+            "params": params,
+        }
+    }
+    return ad.AnnData(X=X, obs=obs, var=var, uns=uns, layers={"counts": counts})
+
+
+def truth_matrix(adata: ad.AnnData) -> pd.DataFrame:
+    """The simulated ground truth as a genes × cell types boolean table.
+
+    Parameters
+    ----------
+    adata
+        Output of :func:`simulate` (possibly subset to fewer genes or cells, or
+        read back from ``.h5ad``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``adata.var_names``, one column per cell type (in the order of
+        the ``cell_type`` categories when present), ``True`` where the gene is up
+        in that type: its type program, its lineage's program and its state genes.
+        Truth genes missing from ``adata`` are ignored.
+
+    Examples
+    --------
+    >>> from gbumap.datasets import simulate, truth_matrix
+    >>> adata = simulate(1_000, 1_000, random_state=0)
+    >>> truth = truth_matrix(adata)
+    >>> truth.sum().tolist()
+    [90, 90, 90, 90, 90, 90, 90, 90, 90]
+    """
+    try:
+        truth = adata.uns["simulation"]["truth"]
+    except (KeyError, TypeError):
+        raise ValueError(
+            "adata.uns['simulation']['truth'] is missing; truth_matrix needs the output of "
+            "gbumap.datasets.simulate."
+        ) from None
+    columns = list(truth)
+    if "cell_type" in adata.obs and isinstance(adata.obs["cell_type"].dtype, pd.CategoricalDtype):
+        categories = [str(c) for c in adata.obs["cell_type"].cat.categories]
+        if set(categories) == set(columns):
+            columns = categories
+    var_names = pd.Index(adata.var_names)
+    table = pd.DataFrame(False, index=var_names.copy(), columns=pd.Index(columns, name="cell_type"))
+    for ct in columns:
+        table[ct] = var_names.isin(np.asarray(truth[ct]).astype(str))
+    table.index.name = None
+    return table
+
+
+# ---------------------------------------------------------------------------
+# block generation
+
+
+@dataclass
+class _Block:
+    data: np.ndarray  # float32 counts of the nonzero entries, row-major
+    indices: np.ndarray  # int32 gene index of each nonzero entry
+    x: np.ndarray  # float32 log-normalised value of each nonzero entry
+    row_nnz: np.ndarray  # int64 nonzeros per cell
+    cell_type: np.ndarray  # int codes
+    t: np.ndarray  # float32 pseudotime
+    size_factor: np.ndarray  # float32
+    total: np.ndarray  # float32 observed library size
+
+    def head(self, n: int) -> _Block:
+        """The first ``n`` cells."""
+        if n >= self.row_nnz.size:
+            return self
+        nnz = int(self.row_nnz[:n].sum())
+        return _Block(
+            data=self.data[:nnz].copy(),
+            indices=self.indices[:nnz].copy(),
+            x=self.x[:nnz].copy(),
+            row_nnz=self.row_nnz[:n],
+            cell_type=self.cell_type[:n],
+            t=self.t[:n],
+            size_factor=self.size_factor[:n],
+            total=self.total[:n],
+        )
+
+
+def _simulate_block(design: _Design, n: int, rng: np.random.Generator) -> _Block:
+    """Generate ``n`` cells densely and return their sparse rows."""
+    n_genes = design.theta.size
+    # Per-cell draws first, in a fixed order, then the count matrix.
+    cell_type = np.searchsorted(design.type_cdf, rng.random(n), side="right")
+    cell_type = np.minimum(cell_type, design.type_cdf.size - 1).astype(np.int16)
+    t = rng.random(n)
+    sigma = design.depth_sigma
+    size_factor = np.exp(sigma * rng.standard_normal(n) - 0.5 * sigma * sigma)
+
+    mu = design.type_means[cell_type]
+    mu *= size_factor.astype(np.float32)[:, None]
+    for k in np.unique(cell_type):
+        cols = design.state_cols[k]
+        if cols.size == 0:
+            continue
+        rows = np.flatnonzero(cell_type == k)
+        ramp = np.exp(np.multiply.outer(t[rows], design.state_lfc[k])).astype(np.float32)
+        mu[np.ix_(rows, cols)] *= ramp
+
+    row_nnz, indices, data = _sample_nb(mu, design.theta, rng)
+    rows = np.repeat(np.arange(n), row_nnz)
+    total = np.bincount(rows, weights=data, minlength=n)
+    scale = (_TARGET_SUM / np.where(total > 0, total, 1.0)).astype(np.float32)
+    x = data * scale[rows]
+    x += 1.0
+    np.log(x, out=x)  # log1p: the argument is ≥ 1 + 1e4/total, so no precision is lost
+    return _Block(
+        data=data,
+        indices=indices,
+        x=x,
+        row_nnz=row_nnz,
+        cell_type=cell_type,
+        t=t.astype(np.float32),
+        size_factor=size_factor.astype(np.float32),
+        total=total.astype(np.float32),
+    )
+
+
+def _sample_nb(
+    mu: np.ndarray, theta: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Negative-binomial counts with means ``mu`` (cells × genes) and sizes ``theta`` (genes).
+
+    Returns the nonzero entries in CSR order: counts per row (int64), column
+    indices (int32) and values (float32).
+
+    Inverse-CDF sampling: with ``u ~ U(0, 1]`` the count is the smallest ``k``
+    with ``F(k) ≥ u``. It is zero exactly when ``-log u ≥ -log F(0) = θ log(1 + μ/θ)``,
+    which settles the zeros that dominate the matrix with two logs per entry;
+    the CDF is then walked only for the nonzero entries. Entries with a large
+    mean are drawn as Gamma-Poisson mixtures instead, where walking would be slow.
+    """
+    n_rows, n_cols = mu.shape
+    u = rng.random(size=mu.shape, dtype=np.float32)
+    np.subtract(1.0, u, out=u)  # (0, 1]: log u is finite
+    high = mu > _MU_HIGH
+    # -log F(0) = θ·log(1 + μ/θ), in place in float32.
+    neg_log_p0 = mu * (1.0 / theta)
+    neg_log_p0 += 1.0
+    np.log(neg_log_p0, out=neg_log_p0)
+    neg_log_p0 *= theta
+    log_u = np.log(u)
+    candidate = np.negative(log_u, out=log_u) < neg_log_p0
+    del log_u
+    candidate |= high
+    pos = np.flatnonzero(candidate)
+    row_nnz = np.count_nonzero(candidate, axis=1)
+    del candidate
+    cols = pos - np.repeat(np.arange(n_rows) * n_cols, row_nnz)
+    mu_pos = mu.ravel()[pos].astype(np.float64)
+    theta_pos = theta[cols].astype(np.float64)
+    values = np.empty(pos.size, dtype=np.float32)
+
+    is_high = high.ravel()[pos]
+    low = np.flatnonzero(~is_high)
+    if low.size:
+        values[low] = _walk_cdf(
+            u=u.ravel()[pos[low]].astype(np.float64),
+            p0=np.exp(-neg_log_p0.ravel()[pos[low]].astype(np.float64)),
+            mu=mu_pos[low],
+            theta=theta_pos[low],
+        )
+    hi = np.flatnonzero(is_high)
+    if hi.size:
+        th = theta_pos[hi]
+        values[hi] = rng.poisson(rng.standard_gamma(th) * (mu_pos[hi] / th))
+        zero = hi[values[hi] == 0]
+        if zero.size:  # large means are rarely zero; drop those that are
+            keep = np.ones(pos.size, dtype=bool)
+            keep[zero] = False
+            row_nnz = row_nnz - np.bincount(pos[zero] // n_cols, minlength=n_rows)
+            cols, values = cols[keep], values[keep]
+    return row_nnz.astype(np.int64), cols.astype(np.int32), values
+
+
+def _walk_cdf(u: np.ndarray, p0: np.ndarray, mu: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Smallest ``k ≥ 1`` with NB CDF ``F(k) ≥ u``, for ``u > F(0) = p0``; vectorised."""
+    out = np.ones(u.size, dtype=np.float32)
+    ratio = mu / (mu + theta)
+    # P(1) = P(0)·θ·ratio; ``rest`` = u - F(k) is what the CDF still has to cover.
+    pk = p0 * theta * ratio
+    rest = u - p0 - pk
+    idx = np.flatnonzero(rest > 0)
+    pk, rest, ratio, theta, mu = pk[idx], rest[idx], ratio[idx], theta[idx], mu[idx]
+    k = 1
+    while idx.size:
+        k += 1
+        pk *= (theta + (k - 1)) * (ratio / k)
+        rest -= pk
+        out[idx] += 1.0
+        # Past the mode, stop once the remaining tail is negligible: rounding in
+        # F(0) or F(k) could otherwise keep ``rest`` positive for ever.
+        keep = (rest > 0) & ((pk > 1e-13) | (k <= mu))
+        if not keep.all():
+            idx, pk, rest, ratio, theta, mu = (a[keep] for a in (idx, pk, rest, ratio, theta, mu))
+    return out
+
+
+def _concat_free(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate and empty ``parts`` (so the pieces can be freed)."""
+    out = np.concatenate(parts) if len(parts) != 1 else parts[0]
+    parts.clear()
+    return out
+
+
+# ---------------------------------------------------------------------------
+# argument checks
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer; got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be ≥ {minimum}; got {value}.")
+    return int(value)
+
+
+def _check_float(value: Any, name: str, minimum: float, *, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number; got {value!r}.")
+    value = float(value)
+    if not np.isfinite(value) or value < minimum or (strict and value == minimum):
+        bound = ">" if strict else "≥"
+        raise ValueError(f"{name} must be finite and {bound} {minimum}; got {value}.")
+    return value
+
+
+def _check_n_jobs(n_jobs: Any) -> int:
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral) or n_jobs == 0 or n_jobs < -1:
+        raise ValueError(f"n_jobs must be a positive integer or -1 (all cores); got {n_jobs!r}.")
+    return (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)

@@ -1,0 +1,28 @@
+"""Plots of glass-box UMAP results.
+
+Every function takes the AnnData first and follows scanpy's plotting
+conventions (``key``/``basis``, ``groupby``, ``ax``, ``show``, ``save``,
+``return_fig``, palettes from ``uns[f"{groupby}_colors"]``); scatter panels
+are drawn by :func:`scanpy.pl.embedding`. Plotting never writes into the
+AnnData it is given.
+
+:func:`explore` writes a self-contained interactive HTML page and needs the
+``interactive`` extra (``pip install gbumap[interactive]``, i.e. bokeh).
+"""
+
+from ._contribution import contribution, feature_bars, mean_contributions
+from ._explore import explore
+from ._rank import rank_features
+from ._reconstruction import reconstruction
+from ._top_features import top_feature_groups, top_features
+
+__all__ = [
+    "contribution",
+    "explore",
+    "feature_bars",
+    "mean_contributions",
+    "rank_features",
+    "reconstruction",
+    "top_feature_groups",
+    "top_features",
+]

@@ -1,0 +1,307 @@
+"""``gbumap.pl.contribution`` and ``gbumap.pl.feature_bars``: single genes and cell selections."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ._utils import (
+    Component,
+    check_component,
+    component_label,
+    component_values,
+    feature_indices,
+    finish,
+    group_colors,
+    is_signed,
+    iter_component,
+    model,
+    panel_grid,
+    plot_shell,
+    selection,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["contribution", "feature_bars", "mean_contributions"]
+
+
+def contribution(
+    adata: AnnData,
+    genes: str | Sequence[str],
+    *,
+    component: Component = "l2",
+    key: str = "gbumap",
+    basis: str | None = None,
+    shared_scale: bool = False,
+    cmap: str | None = None,
+    size: float | None = None,
+    ncols: int = 4,
+    panel_size: tuple[float, float] = (4.0, 3.6),
+    batch_size: int = 4096,
+    show: bool | None = None,
+    save: str | Path | bool | None = None,
+    return_fig: bool | None = None,
+    **kwargs: Any,
+) -> Figure | list[Axes] | None:
+    """Embedding coloured by genes' contributions, one panel per gene.
+
+    Parameters
+    ----------
+    adata
+        AnnData with a fitted model under ``key``.
+    genes
+        One gene or several (each must be a feature of the model).
+    component
+        What colours a cell: ``"l2"`` (how far the gene moves the cell),
+        ``"normed_l2"`` (that distance as a share of the cell's total over
+        all genes) or an axis index (the signed push along that axis, on a
+        diverging colormap centred at 0 with limits ``±max|value|``).
+    key
+        The model key.
+    basis
+        ``obsm`` basis to draw on (default ``obsm["X_<key>"]``).
+    shared_scale
+        One colour scale for all panels (the largest range among the genes)
+        instead of one per gene, so panels compare directly.
+    cmap
+        Colormap (default: scanpy's for ``"l2"``/``"normed_l2"``, ``"RdBu_r"``
+        for a signed axis).
+    size
+        Point size.
+    ncols
+        Panels per row.
+    panel_size
+        Width and height of one panel, in inches.
+    batch_size
+        Cells per batch when rebuilding contributions.
+    show
+        Show the figure; ``None`` shows it only in matplotlib's interactive mode.
+    save
+        Path to write the figure to (``True``: ``sc.settings.figdir``).
+    return_fig
+        Return the matplotlib figure.
+    **kwargs
+        Passed to :func:`scanpy.pl.embedding` for every panel.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``; ``None`` when shown; else the list of axes.
+
+    Examples
+    --------
+    >>> import scanpy as sc, gbumap
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> gbumap.tl.glassbox_umap(adata, n_steps=60, verbose=False)
+    >>> gbumap.pl.contribution(adata, ["LYZ", "CST3"], shared_scale=True)  # doctest: +SKIP
+    >>> gbumap.pl.contribution(adata, "LYZ", component=0)  # signed push along axis 1  # doctest: +SKIP
+    """
+    import scanpy as sc
+
+    view = model(adata, key)
+    component = check_component(component, view.estimator.n_components)
+    idx, names = feature_indices(view, genes)
+    values = component_values(adata, view, component, idx, batch_size=batch_size)
+    signed = is_signed(component)
+    if signed:
+        limits = np.abs(values).max(axis=0)
+        if shared_scale:
+            limits[:] = limits.max()
+        limits[limits == 0] = 1.0
+        vmin, vmax = list(-limits), list(limits)
+        cmap = "RdBu_r" if cmap is None else cmap
+    elif shared_scale:
+        vmin = [0.0] * len(names)
+        vmax = [float(values.max()) or 1.0] * len(names)
+    else:
+        vmin = vmax = [None] * len(names)
+
+    basis = key if basis is None else basis
+    label = component_label(component, key)
+    fig, axes = panel_grid(len(names), ncols, panel_size, wspace=0.3)
+    for j, (ax, gene) in enumerate(zip(axes, names)):
+        frame = pd.DataFrame({gene: values[:, j]}, index=adata.obs_names.copy())
+        shell = plot_shell(adata, basis, obs=frame)
+        if signed:
+            # strongest pushes (either sign) on top, not only the most positive ones
+            shell = shell[np.argsort(np.abs(values[:, j]), kind="stable")].copy()
+        sc.pl.embedding(
+            shell,
+            basis=basis,
+            color=gene,
+            sort_order=not signed,
+            cmap=cmap,
+            vmin=vmin[j],
+            vmax=vmax[j],
+            size=size,
+            title=f"{gene}\n{label}",
+            ax=ax,
+            show=False,
+            save=False,
+            **kwargs,
+        )
+    return finish(fig, axes, name="contribution", show=show, save=save, return_fig=return_fig)
+
+
+def mean_contributions(
+    adata: AnnData,
+    obs: np.ndarray | Sequence[str] | Sequence[int] | None = None,
+    *,
+    groupby: str | None = None,
+    group: str | Sequence[str] | None = None,
+    component: Component = "l2",
+    key: str = "gbumap",
+    batch_size: int = 4096,
+) -> pd.Series:
+    """Mean contribution of every gene over a selection of cells.
+
+    The numbers behind :func:`feature_bars`, for all the model's genes.
+
+    Parameters
+    ----------
+    adata
+        AnnData with a fitted model under ``key``.
+    obs
+        Cells: ``None`` (all), a boolean mask, obs names or integer positions.
+    groupby, group
+        Restrict to the cells whose ``obs[groupby]`` is ``group`` (one name
+        or several); combined with ``obs`` when both are given.
+    component
+        ``"l2"``, ``"normed_l2"`` or a signed axis index.
+    key
+        The model key.
+    batch_size
+        Cells per batch.
+
+    Returns
+    -------
+    pandas.Series
+        Indexed by gene, in the model's gene order, named after the selection.
+
+    Examples
+    --------
+    >>> m = gbumap.pl.mean_contributions(adata, groupby="bulk_labels", group="CD14+ Monocyte")  # doctest: +SKIP
+    >>> m.nlargest(5)  # doctest: +SKIP
+    """
+    view = model(adata, key)
+    component = check_component(component, view.estimator.n_components)
+    rows, description = selection(adata, obs, groupby, group)
+    return _mean_over(adata, view, rows, component, description, batch_size)
+
+
+def _mean_over(adata: AnnData, view, rows: np.ndarray, component: Component, name: str, batch_size: int) -> pd.Series:
+    total = np.zeros(len(view.feature_names))
+    for _, values in iter_component(adata, view, rows, component, batch_size=batch_size):
+        total += values.sum(axis=0)
+    return pd.Series(total / len(rows), index=pd.Index(view.feature_names, name="gene"), name=name)
+
+
+def feature_bars(
+    adata: AnnData,
+    obs: np.ndarray | Sequence[str] | Sequence[int] | None = None,
+    *,
+    groupby: str | None = None,
+    group: str | Sequence[str] | None = None,
+    component: Component = "l2",
+    n_genes: int = 15,
+    key: str = "gbumap",
+    color: str | None = None,
+    ax: Axes | None = None,
+    batch_size: int = 4096,
+    show: bool | None = None,
+    save: str | Path | bool | None = None,
+    return_fig: bool | None = None,
+    **kwargs: Any,
+) -> Figure | Axes | None:
+    """Horizontal bars of the mean contribution per gene for a selection of cells.
+
+    The static twin of the bar chart in :func:`explore`. Genes are ranked by
+    their mean over the selected cells (by its absolute value for a signed
+    axis, with positive bars red and negative bars blue).
+
+    Parameters
+    ----------
+    adata
+        AnnData with a fitted model under ``key``.
+    obs
+        Cells: ``None`` (all), a boolean mask, obs names or integer positions.
+    groupby, group
+        Restrict to the cells whose ``obs[groupby]`` is ``group`` (one name
+        or several); combined with ``obs`` when both are given.
+    component
+        ``"l2"`` (mean distance each gene moves the cells), ``"normed_l2"``
+        (mean share of each cell's total) or an axis index (mean signed push
+        along that axis).
+    n_genes
+        Number of bars.
+    key
+        The model key.
+    color
+        Bar colour (default: the group's colour from ``uns[f"{groupby}_colors"]``
+        when one group is selected, else matplotlib's first colour).
+    ax
+        Draw into this matplotlib axes.
+    batch_size
+        Cells per batch.
+    show
+        Show the figure; ``None`` shows it only in matplotlib's interactive mode.
+    save
+        Path to write the figure to (``True``: ``sc.settings.figdir``).
+    return_fig
+        Return the matplotlib figure.
+    **kwargs
+        Passed to :meth:`matplotlib.axes.Axes.barh`.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``; ``None`` when shown; else the axes.
+
+    Examples
+    --------
+    >>> import scanpy as sc, gbumap
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> gbumap.tl.glassbox_umap(adata, n_steps=60, verbose=False)
+    >>> gbumap.pl.feature_bars(adata, groupby="bulk_labels", group="CD14+ Monocyte")  # doctest: +SKIP
+    >>> gbumap.pl.feature_bars(adata, adata.obs["louvain"] == "3", component=0)  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    if isinstance(n_genes, bool) or int(n_genes) < 1:
+        raise ValueError(f"n_genes must be a positive integer; got {n_genes!r}.")
+    view = model(adata, key)
+    component = check_component(component, view.estimator.n_components)
+    rows, description = selection(adata, obs, groupby, group)
+    means = _mean_over(adata, view, rows, component, description, batch_size)
+    signed = is_signed(component)
+    rank = means.abs() if signed else means
+    top = rank.sort_values(ascending=False, kind="stable").index[: int(n_genes)]
+    values = means[top].to_numpy()
+    n_cells = len(rows)
+
+    if color is None and not signed:
+        single = group if isinstance(group, str) else (group[0] if group is not None and len(group) == 1 else None)
+        color = group_colors(adata, groupby).get(str(single), "C0") if groupby is not None and single else "C0"
+    bar_colors = np.where(values >= 0, "#b2182b", "#2166ac") if signed and color is None else color
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.8, 0.28 * len(top) + 1.2))
+    else:
+        fig = ax.figure
+    y = np.arange(len(top))
+    kwargs.setdefault("height", 0.7)
+    ax.barh(y, values, color=bar_colors, **kwargs)
+    ax.set_yticks(y, labels=list(top))
+    ax.invert_yaxis()
+    if signed:
+        ax.axvline(0, color="black", linewidth=0.6)
+    ax.set_xlabel(f"mean {component_label(component, key)}")
+    ax.set_title(f"{means.name} ({n_cells:,} cells)", fontsize="medium")
+    ax.spines[["top", "right"]].set_visible(False)
+    return finish(fig, ax, name="feature_bars", show=show, save=save, return_fig=return_fig)

@@ -1,0 +1,515 @@
+"""``gbumap.pl.explore``: a self-contained interactive HTML page (bokeh)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._anndata_input import missing_key_error
+from ._utils import embedding_key, group_colors, iter_component, model
+
+__all__ = ["explore"]
+
+_GREY = "#d3d3d3"
+_POSITIVE = "#b2182b"
+_NEGATIVE = "#2166ac"
+_BAR = "#4c72b0"
+
+
+def _categorical_palette(n: int) -> list[str]:
+    """The colours scanpy gives ``n`` categories (matplotlib's cycle, then its longer palettes)."""
+    from matplotlib import rcParams
+    from matplotlib.colors import to_hex
+    from scanpy.plotting import palettes
+
+    cycle = [to_hex(c) for c in rcParams["axes.prop_cycle"].by_key().get("color", [])]
+    for candidate in (cycle, palettes.default_20, palettes.default_28, palettes.default_102):
+        if n <= len(candidate):
+            return [to_hex(c) for c in candidate[:n]]
+    base = [to_hex(c) for c in palettes.default_102]
+    return [base[i % len(base)] for i in range(n)]
+
+
+def _cmap_hex(name: str, n: int = 256) -> list[str]:
+    import matplotlib
+    from matplotlib.colors import to_hex
+
+    cmap = matplotlib.colormaps[name]
+    return [to_hex(cmap(i / (n - 1))) for i in range(n)]
+
+
+def _sample_cells(
+    n_obs: int, max_cells: int, labels: pd.Series | None, rng: np.random.Generator
+) -> np.ndarray:
+    """Sorted row indices of at most ``max_cells`` cells, stratified by ``labels`` when given."""
+    if n_obs <= max_cells:
+        return np.arange(n_obs)
+    if labels is None:
+        return np.sort(rng.choice(n_obs, size=max_cells, replace=False))
+    codes = pd.Categorical(labels.astype(str)).codes
+    counts = np.bincount(codes)
+    share = counts * (max_cells / n_obs)
+    take = np.floor(share).astype(np.int64)
+    # largest remainders get the cells left over, so the total is exactly max_cells
+    leftover = max_cells - int(take.sum())
+    if leftover > 0:
+        order = np.argsort(-(share - take), kind="stable")
+        take[order[:leftover]] += 1
+    take = np.minimum(take, counts)
+    chosen = [rng.choice(np.flatnonzero(codes == c), size=int(k), replace=False) for c, k in enumerate(take) if k]
+    return np.sort(np.concatenate(chosen))
+
+
+_JS_VALUES = """
+function component_values(g, comp) {
+    const n = contrib.data["total"].length;
+    const out = new Float64Array(n);
+    if (comp === "l2" || comp === "normed_l2") {
+        for (let a = 0; a < n_axes; a++) {
+            const col = contrib.data["c" + g + "_" + a];
+            for (let i = 0; i < n; i++) out[i] += col[i] * col[i];
+        }
+        for (let i = 0; i < n; i++) out[i] = Math.sqrt(out[i]);
+        if (comp === "normed_l2") {
+            const total = contrib.data["total"];
+            for (let i = 0; i < n; i++) out[i] = total[i] > 0 ? out[i] / total[i] : 0;
+        }
+    } else {
+        const col = contrib.data["c" + g + "_" + comp];
+        for (let i = 0; i < n; i++) out[i] = col[i];
+    }
+    return out;
+}
+function is_signed(comp) { return !(comp === "l2" || comp === "normed_l2"); }
+"""
+
+_JS_BARS = (
+    _JS_VALUES
+    + """
+const comp = component_select.value;
+const signed = is_signed(comp);
+const selected = cells.selected.indices;
+const n = contrib.data["total"].length;
+const m = selected.length > 0 ? selected.length : n;
+const means = [];
+for (let g = 0; g < genes.length; g++) {
+    const v = component_values(g, comp);
+    let s = 0;
+    if (selected.length > 0) { for (const i of selected) s += v[i]; }
+    else { for (let i = 0; i < n; i++) s += v[i]; }
+    means.push(s / m);
+}
+const order = genes.map((_, g) => g);
+order.sort((a, b) => signed ? Math.abs(means[b]) - Math.abs(means[a]) : means[b] - means[a]);
+const names = order.map((g) => genes[g]);
+y_range.factors = names.slice().reverse();
+bars.data = {
+    gene: names,
+    value: order.map((g) => means[g]),
+    color: order.map((g) => signed ? (means[g] >= 0 ? positive : negative) : bar_color),
+};
+const what = selected.length > 0
+    ? selected.length.toLocaleString("en-US") + " selected cells"
+    : "all " + n.toLocaleString("en-US") + " shown cells";
+bar_fig.title.text = "Mean " + labels[comp] + ": " + what;
+x_axis.axis_label = "mean " + labels[comp];
+"""
+)
+
+_JS_COLORS = (
+    _JS_VALUES
+    + """
+const mode = color_select.value;
+const comp = component_select.value;
+const n = cells.data["x"].length;
+const color = cells.data["color"];
+if (mode === "group" || mode === "top") {
+    const codes = cells.data[mode === "group" ? "group_code" : "top_code"];
+    const palette = mode === "group" ? group_palette : top_palette;
+    for (let i = 0; i < n; i++) color[i] = palette[codes[i]];
+    legend.items = mode === "group" ? group_items : top_items;
+    legend.visible = true;
+    color_bar.visible = false;
+} else {
+    const g = parseInt(mode.slice(5));
+    const v = component_values(g, comp);
+    const signed = is_signed(comp);
+    let hi = 0;
+    for (let i = 0; i < n; i++) hi = Math.max(hi, signed ? Math.abs(v[i]) : v[i]);
+    if (!(hi > 0)) hi = 1;
+    const lo = signed ? -hi : 0;
+    const palette = signed ? diverging : sequential;
+    const k = palette.length - 1;
+    for (let i = 0; i < n; i++) {
+        const t = Math.min(1, Math.max(0, (v[i] - lo) / (hi - lo)));
+        color[i] = palette[Math.round(t * k)];
+    }
+    mapper.palette = palette;
+    mapper.low = lo;
+    mapper.high = hi;
+    color_bar.title = genes[g] + ": " + labels[comp];
+    legend.visible = false;
+    color_bar.visible = true;
+}
+cells.change.emit();
+"""
+)
+
+
+def explore(
+    adata: AnnData,
+    *,
+    groupby: str | None = None,
+    key: str = "gbumap",
+    path: str | Path = "gbumap_explorer.html",
+    max_cells: int = 50_000,
+    n_genes: int = 20,
+    n_top: int = 10,
+    random_state: int | None = 0,
+    webgl: bool = False,
+    batch_size: int = 4096,
+) -> Path:
+    """Write an interactive, self-contained HTML explorer of a glass-box UMAP.
+
+    One HTML file with everything inlined (bokeh's JavaScript included), so
+    it opens from disk or an e-mail attachment with no server, internet or
+    Python. It shows the embedding next to a bar chart of the mean
+    contribution per gene:
+
+    * *Colour by*: the ``groupby`` groups, each cell's top gene (the
+      ``n_top`` most frequent winners in colour, others grey, as in
+      :func:`top_features`), or one gene's contribution.
+    * *Contribution*: L2, normed L2 (share of the cell's total) or the signed
+      push along each axis; drives both the bars and gene colouring.
+    * Lasso or box selection on the embedding restricts the bars to the
+      selected cells (computed in the page, from per-cell values embedded in
+      it); clearing the selection goes back to all cells.
+
+    To keep the page small and fast, per-cell contributions are embedded only
+    for the ``n_genes`` genes with the largest mean L2 contribution over the
+    shown cells (as compressed float32: about 8 MB for 50,000 cells, 20 genes
+    and 2 axes), and above ``max_cells`` cells a random sample is shown
+    (stratified by ``groupby``), which the page states ("showing 50,000 of
+    200,000 cells").
+
+    Parameters
+    ----------
+    adata
+        AnnData with a fitted model under ``key`` (contributions stored by
+        :func:`gbumap.tl.contributions` make this faster).
+    groupby
+        Categorical ``obs`` column to colour by and to stratify the sample on.
+    key
+        The model key; the embedding is ``obsm["X_<key>"]``.
+    path
+        Where to write the HTML file.
+    max_cells
+        Most cells shown; more are downsampled.
+    n_genes
+        Genes whose per-cell contributions are embedded: the bars and the
+        per-gene colourings cover these.
+    n_top
+        Genes coloured in the *top gene* colouring.
+    random_state
+        Seed of the downsampling and of the drawing order.
+    webgl
+        Draw the scatter with WebGL. Faster with a GPU, but several times
+        slower than the default canvas where the browser renders WebGL in
+        software (no GPU, remote desktops, headless browsers).
+    batch_size
+        Cells per batch when rebuilding contributions.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+
+    Raises
+    ------
+    ImportError
+        When bokeh is not installed (``pip install gbumap[interactive]``).
+
+    Examples
+    --------
+    >>> import scanpy as sc, gbumap
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> gbumap.tl.glassbox_umap(adata, n_steps=60, verbose=False)
+    >>> gbumap.pl.explore(adata, groupby="bulk_labels", path="pbmc_explorer.html")  # doctest: +SKIP
+    PosixPath('pbmc_explorer.html')
+    """
+    try:
+        import bokeh  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            "gbumap.pl.explore needs bokeh; install it with: pip install gbumap[interactive]"
+        ) from err
+    from bokeh.embed import file_html
+    from bokeh.layouts import column, row
+    from bokeh.models import (
+        BoxSelectTool,
+        Button,
+        ColorBar,
+        ColumnDataSource,
+        CustomJS,
+        Div,
+        FactorRange,
+        HoverTool,
+        Legend,
+        LassoSelectTool,
+        LegendItem,
+        LinearColorMapper,
+        Select,
+    )
+    from bokeh.plotting import figure
+    from bokeh.resources import INLINE
+
+    if isinstance(max_cells, bool) or int(max_cells) < 1:
+        raise ValueError(f"max_cells must be a positive integer; got {max_cells!r}.")
+    if isinstance(n_genes, bool) or int(n_genes) < 1:
+        raise ValueError(f"n_genes must be a positive integer; got {n_genes!r}.")
+    if groupby is not None and groupby not in adata.obs.columns:
+        raise missing_key_error("obs column", groupby, adata.obs.columns)
+    view = model(adata, key)
+    names = view.feature_names
+    n_axes = int(view.estimator.n_components)
+    emb = np.asarray(adata.obsm[embedding_key(adata, key)], dtype=np.float32)
+    if n_axes < 2 or emb.shape[1] < 2:
+        raise ValueError("The explorer draws 2-D embeddings; this model has fewer than 2 axes.")
+
+    rng = np.random.default_rng(random_state)
+    labels = adata.obs[groupby] if groupby is not None else None
+    rows = _sample_cells(adata.n_obs, int(max_cells), labels, rng)
+    n_shown = len(rows)
+
+    # pass 1: every gene's L2 per shown cell -> totals, winners and the global gene ranking
+    l2_sum = np.zeros(len(names))
+    totals = np.empty(n_shown)
+    winners = np.empty(n_shown, dtype=np.int64)
+    pos = 0
+    for _, l2 in iter_component(adata, view, rows, "l2", batch_size=batch_size):
+        l2_sum += l2.sum(axis=0)
+        totals[pos : pos + len(l2)] = l2.sum(axis=1)
+        winners[pos : pos + len(l2)] = np.argmax(l2, axis=1)
+        pos += len(l2)
+    top_genes = np.argsort(-l2_sum, kind="stable")[: min(int(n_genes), len(names))]
+    gene_names = [str(g) for g in names[top_genes]]
+
+    # pass 2: signed contributions of the chosen genes only
+    signed = np.empty((n_axes, len(top_genes), n_shown), dtype=np.float32)
+    pos = 0
+    for batch_rows, contrib in view.iter_contributions(adata, rows, top_genes, batch_size=batch_size):
+        signed[:, :, pos : pos + len(batch_rows)] = np.transpose(contrib, (1, 2, 0))
+        pos += len(batch_rows)
+
+    # top-gene colouring over all genes, like pl.top_features
+    counts = np.bincount(winners, minlength=len(names))
+    frequent = np.argsort(-counts, kind="stable")
+    frequent = frequent[counts[frequent] > 0][: int(n_top)]
+    top_names = [str(g) for g in names[frequent]] + ["other genes"]
+    top_palette = _categorical_palette(len(frequent)) + [_GREY]
+    top_code = pd.Index(frequent).get_indexer(winners)
+    top_code[top_code < 0] = len(frequent)
+
+    if labels is not None:
+        cat = labels if isinstance(labels.dtype, pd.CategoricalDtype) else labels.astype("category")
+        cat = cat.iloc[rows]
+        group_names = [str(c) for c in cat.cat.categories]
+        known = group_colors(adata, groupby)
+        group_palette = [known[g] for g in group_names] if known else _categorical_palette(len(group_names))
+        group_code = np.asarray(cat.cat.codes, dtype=np.int64)
+        if (group_code < 0).any():
+            group_names.append("NA")
+            group_palette.append(_GREY)
+            group_code[group_code < 0] = len(group_names) - 1
+    else:
+        group_names, group_palette, group_code = ["all cells"], [_BAR], np.zeros(n_shown, dtype=np.int64)
+
+    # drawing order: random, with the grey "other genes" cells first (beneath)
+    order = rng.permutation(n_shown)
+    order = order[np.argsort(top_code[order] != len(frequent), kind="stable")]
+
+    start_mode = "group" if groupby is not None else "top"
+    start_codes, start_palette = (group_code, group_palette) if start_mode == "group" else (top_code, top_palette)
+    cells = ColumnDataSource(
+        data={
+            "x": emb[rows[order], 0],
+            "y": emb[rows[order], 1],
+            "obs_index": rows[order].astype(np.int32),
+            "group_code": group_code[order].astype(np.int32),
+            "top_code": top_code[order].astype(np.int32),
+            "color": [start_palette[c] for c in start_codes[order]],
+        },
+        name="cells",
+    )
+    contrib_data = {"total": totals[order].astype(np.float32)}
+    for g in range(len(top_genes)):
+        for a in range(n_axes):
+            contrib_data[f"c{g}_{a}"] = np.ascontiguousarray(signed[a, g, order])
+    contrib = ColumnDataSource(data=contrib_data, name="contributions")
+
+    axis_name = key
+    labels_js = {"l2": "L2 contribution", "normed_l2": "share of the cell's L2 total"}
+    for a in range(n_axes):
+        labels_js[str(a)] = f"contribution to {axis_name}{a + 1} (signed)"
+
+    point_size = float(np.clip(2.0 + 60.0 / np.sqrt(n_shown), 2.0, 7.0))
+    scatter_fig = figure(
+        width=820,
+        height=600,
+        title=f"{key} embedding",
+        tools="lasso_select,box_select,pan,wheel_zoom,reset,save",
+        active_drag="lasso_select",
+        output_backend="webgl" if webgl else "canvas",
+        name="scatter_figure",
+    )
+    scatter_fig.xaxis.axis_label = f"{axis_name}1"
+    scatter_fig.yaxis.axis_label = f"{axis_name}2"
+    scatter_fig.grid.visible = False
+    scatter = scatter_fig.scatter(
+        "x",
+        "y",
+        source=cells,
+        size=point_size,
+        fill_color="color",
+        line_color=None,
+        fill_alpha=0.85,
+        nonselection_fill_alpha=0.12,
+        nonselection_fill_color="color",
+        selection_fill_alpha=0.95,
+        name="scatter",
+    )
+
+    def legend_items(category_names: list[str], palette: list[str]) -> list:
+        items = []
+        for label, colour in zip(category_names, palette):
+            # one undrawn (NaN) point: the legend needs a glyph with data to draw its swatch
+            dummy = scatter_fig.scatter(x=[np.nan], y=[np.nan], size=9, fill_color=colour, line_color=None)
+            items.append(LegendItem(label=label, renderers=[dummy]))
+        return items
+
+    for tool in scatter_fig.select(type=(LassoSelectTool, BoxSelectTool)):
+        tool.renderers = [scatter]
+    group_items = legend_items(group_names, group_palette)
+    top_items = legend_items(top_names, top_palette)
+    legend = Legend(
+        items=group_items if start_mode == "group" else top_items,
+        location="top_left",
+        label_text_font_size="9pt",
+        glyph_height=12,
+        glyph_width=12,
+        spacing=1,
+        name="legend",
+    )
+    scatter_fig.add_layout(legend, "right")
+    sequential = _cmap_hex("viridis")
+    diverging = _cmap_hex("RdBu_r")
+    mapper = LinearColorMapper(palette=sequential, low=0, high=1)
+    color_bar = ColorBar(color_mapper=mapper, visible=False, width=12, title="", name="color_bar")
+    scatter_fig.add_layout(color_bar, "right")
+
+    # initial bars: all shown cells, L2
+    l2_shown = np.sqrt((signed.astype(np.float64) ** 2).sum(axis=0)).mean(axis=1)
+    bar_order = np.argsort(-l2_shown, kind="stable")
+    bars = ColumnDataSource(
+        data={
+            "gene": [gene_names[g] for g in bar_order],
+            "value": l2_shown[bar_order],
+            "color": [_BAR] * len(bar_order),
+        },
+        name="bars",
+    )
+    y_range = FactorRange(factors=[gene_names[g] for g in bar_order][::-1])
+    bar_fig = figure(
+        width=420,
+        height=600,
+        y_range=y_range,
+        title=f"Mean L2 contribution: all {n_shown:,} shown cells",
+        tools="save",
+        toolbar_location="above",
+        name="bar_figure",
+    )
+    bar_fig.hbar(y="gene", right="value", height=0.7, fill_color="color", line_color=None, source=bars, name="bar_glyph")
+    bar_fig.add_tools(HoverTool(tooltips=[("gene", "@gene"), ("mean", "@value{0.0000}")]))
+    bar_fig.xaxis.axis_label = "mean L2 contribution"
+    bar_fig.ygrid.visible = False
+    x_axis = bar_fig.xaxis[0]
+
+    color_options = ([("group", f"group: {groupby}")] if groupby is not None else []) + [("top", "top gene per cell")]
+    color_options += [(f"gene:{g}", f"gene: {name}") for g, name in enumerate(gene_names)]
+    color_select = Select(title="Colour by", value=start_mode, options=color_options, width=260, name="color_select")
+    component_options = [("l2", "L2"), ("normed_l2", "normed L2 (share of cell total)")]
+    component_options += [(str(a), f"axis {axis_name}{a + 1} (signed)") for a in range(n_axes)]
+    component_select = Select(
+        title="Contribution", value="l2", options=component_options, width=260, name="component_select"
+    )
+
+    common = {
+        "cells": cells,
+        "contrib": contrib,
+        "genes": gene_names,
+        "n_axes": n_axes,
+        "labels": labels_js,
+        "component_select": component_select,
+    }
+    bars_cb = CustomJS(
+        args=dict(
+            common,
+            bars=bars,
+            y_range=y_range,
+            bar_fig=bar_fig,
+            x_axis=x_axis,
+            positive=_POSITIVE,
+            negative=_NEGATIVE,
+            bar_color=_BAR,
+        ),
+        code=_JS_BARS,
+    )
+    colors_cb = CustomJS(
+        args=dict(
+            common,
+            color_select=color_select,
+            group_palette=group_palette,
+            top_palette=top_palette,
+            group_items=group_items,
+            top_items=top_items,
+            legend=legend,
+            color_bar=color_bar,
+            mapper=mapper,
+            sequential=sequential,
+            diverging=diverging,
+        ),
+        code=_JS_COLORS,
+    )
+    cells.selected.js_on_change("indices", bars_cb)
+    component_select.js_on_change("value", bars_cb, colors_cb)
+    color_select.js_on_change("value", colors_cb)
+
+    if n_shown < adata.n_obs:
+        how = f"random sample stratified by {groupby}" if groupby is not None else "random sample"
+        count_text = f"showing {n_shown:,} of {adata.n_obs:,} cells ({how}, seed {random_state})"
+    else:
+        count_text = f"showing all {n_shown:,} cells"
+    header = Div(
+        text=(
+            f"<b>gbumap explorer</b> &mdash; model <code>{html.escape(key)}</code>, "
+            f"<span id='cell-count'>{html.escape(count_text)}</span>. "
+            f"Bars and gene colours cover the {len(gene_names)} genes with the largest mean L2 contribution. "
+            "Lasso or box-select cells to restrict the bars to them."
+        ),
+        width=1240,
+        name="cell_count",
+    )
+    clear = Button(label="Clear selection", width=140, name="clear_selection")
+    clear.js_on_click(CustomJS(args={"cells": cells}, code="cells.selected.indices = [];"))
+    layout = column(
+        header, row(color_select, component_select, column(Div(text="&nbsp;"), clear)), row(scatter_fig, bar_fig)
+    )
+    page = file_html(layout, resources=INLINE, title=f"gbumap explorer: {key}")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(page, encoding="utf-8")
+    return target

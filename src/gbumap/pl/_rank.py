@@ -1,0 +1,212 @@
+"""``gbumap.pl.rank_features``: per-group gene rankings from contributions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._anndata_input import missing_key_error
+from ._utils import Component, check_component, component_label, finish, group_colors, is_signed, model, panel_grid
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["rank_features"]
+
+
+def _reusable(result: Any, groupby: str, key: str, component: Component) -> bool:
+    if not isinstance(result, Mapping) or "params" not in result or "names" not in result:
+        return False
+    params = result["params"]
+    return (
+        str(params.get("groupby")) == groupby
+        and str(params.get("model_key", key)) == key
+        and str(params.get("reduction", "l2")) == str(component)
+    )
+
+
+def _compute_shell(adata: AnnData, groupby: str, key: str) -> AnnData:
+    """An AnnData sharing ``adata``'s matrices (no copy) that results can be written to."""
+    shell = AnnData(
+        X=adata.X,
+        obs=adata.obs[[groupby]].copy(),
+        var=pd.DataFrame(index=adata.var_names.copy()),
+        obsm={k: adata.obsm[k] for k in adata.obsm.keys()},
+        layers={k: adata.layers[k] for k in adata.layers.keys()},
+    )
+    shell.uns[key] = adata.uns[key]
+    if f"{groupby}_colors" in adata.uns:
+        shell.uns[f"{groupby}_colors"] = list(adata.uns[f"{groupby}_colors"])
+    return shell
+
+
+def rank_features(
+    adata: AnnData,
+    groupby: str,
+    n_genes: int = 10,
+    *,
+    key: str = "gbumap",
+    kind: Literal["bars", "dotplot"] = "bars",
+    component: Component = "l2",
+    groups: Sequence[str] | None = None,
+    rank_key: str | None = None,
+    ncols: int = 4,
+    panel_size: tuple[float, float] = (3.2, 3.0),
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | Path | bool | None = None,
+    return_fig: bool | None = None,
+    **kwargs: Any,
+) -> Figure | Axes | list[Axes] | dict | None:
+    """Top genes per group, ranked by their contributions to the embedding.
+
+    Plots the result of :func:`gbumap.tl.rank_features`: for each group, the
+    genes with the largest mean contribution in that group. The ranking
+    stored in ``uns[rank_key]`` is reused when it was computed for the same
+    ``groupby``, model and ``component``; otherwise it is computed on a
+    light stand-in object sharing ``adata``'s matrices, and ``adata`` is not
+    modified.
+
+    Parameters
+    ----------
+    adata
+        AnnData with a fitted model under ``key``.
+    groupby
+        Categorical ``obs`` column defining the groups.
+    n_genes
+        Genes shown per group.
+    key
+        The model key.
+    kind
+        ``"bars"``: a panel per group with horizontal bars of the top genes'
+        scores (mean contribution in the group), in the group's colour from
+        ``uns[f"{groupby}_colors"]``. ``"dotplot"``:
+        :func:`scanpy.pl.rank_genes_groups_dotplot` with the dot colour set
+        to the score (``values_to_plot="scores"`` unless given) and the dot
+        size to the fraction of cells expressing the gene.
+    component
+        Per-cell score ranked: ``"l2"``, ``"normed_l2"`` or an axis index
+        (signed), as ``reduction`` in :func:`gbumap.tl.rank_features`.
+    groups
+        Only these groups (default: all).
+    rank_key
+        ``uns`` key of a stored ranking (default ``"rank_features_<key>"``).
+    ncols
+        Panels per row for ``kind="bars"``.
+    panel_size
+        Width and height of one bar panel, in inches.
+    ax
+        For ``kind="dotplot"``: draw into this axes.
+    show
+        Show the figure; ``None`` shows it only in matplotlib's interactive mode.
+    save
+        Path to write the figure to (``True``: ``sc.settings.figdir``).
+    return_fig
+        Return the matplotlib figure.
+    **kwargs
+        For ``kind="dotplot"``, passed to
+        :func:`scanpy.pl.rank_genes_groups_dotplot` (``dendrogram`` defaults
+        to ``False``); for ``kind="bars"``, to :meth:`matplotlib.axes.Axes.barh`.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``; ``None`` when shown; else the list of
+    bar axes (``"bars"``) or scanpy's dict of dotplot axes (``"dotplot"``).
+
+    Examples
+    --------
+    >>> import scanpy as sc, gbumap
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> gbumap.tl.glassbox_umap(adata, groupby="bulk_labels", n_steps=60, verbose=False)
+    >>> gbumap.pl.rank_features(adata, "bulk_labels", n_genes=5)  # doctest: +SKIP
+    >>> gbumap.pl.rank_features(adata, "bulk_labels", kind="dotplot")  # doctest: +SKIP
+    """
+    if groupby not in adata.obs.columns:
+        raise missing_key_error("obs column", groupby, adata.obs.columns)
+    if kind not in ("bars", "dotplot"):
+        raise ValueError(f"kind must be 'bars' or 'dotplot'; got {kind!r}.")
+    if isinstance(n_genes, bool) or int(n_genes) < 1:
+        raise ValueError(f"n_genes must be a positive integer; got {n_genes!r}.")
+    view = model(adata, key)
+    component = check_component(component, view.estimator.n_components)
+    rank_key = rank_key or f"rank_features_{key}"
+    label = component_label(component, key)
+
+    result = adata.uns.get(rank_key)
+    if _reusable(result, groupby, key, component):
+        stored_groups = list(result["names"].dtype.names)
+        if groups is not None and any(str(g) not in stored_groups for g in groups):
+            result = None
+    else:
+        result = None
+    if result is None:
+        from ..tl import rank_features as compute
+
+        shell = _compute_shell(adata, groupby, key)
+        compute(shell, groupby, key=key, reduction=component, key_added=rank_key)
+        result = shell.uns[rank_key]
+
+    available = list(result["names"].dtype.names)
+    shown = available if groups is None else [str(g) for g in groups]
+
+    if kind == "dotplot":
+        import scanpy as sc
+
+        kwargs.setdefault("dendrogram", False)
+        kwargs.setdefault("values_to_plot", "scores")
+        if kwargs["values_to_plot"] == "scores":
+            kwargs.setdefault("colorbar_title", f"mean {label}")
+            if is_signed(component):
+                kwargs.setdefault("cmap", "RdBu_r")
+                kwargs.setdefault("vcenter", 0.0)
+        # scanpy wants a score for every var: show the model's genes only
+        shell = AnnData(
+            X=view.matrix(adata),
+            obs=adata.obs[[groupby]].copy(),
+            var=pd.DataFrame(index=pd.Index(view.feature_names)),
+        )
+        shell.uns[rank_key] = result
+        if f"{groupby}_colors" in adata.uns:
+            shell.uns[f"{groupby}_colors"] = list(adata.uns[f"{groupby}_colors"])
+        plot = sc.pl.rank_genes_groups_dotplot(
+            shell,
+            groups=shown,
+            n_genes=int(n_genes),
+            groupby=groupby,
+            key=rank_key,
+            ax=ax,
+            show=False,
+            save=False,
+            return_fig=True,
+            **kwargs,
+        )
+        plot.make_figure()
+        return finish(plot.fig, plot.get_axes(), name="rank_features", show=show, save=save, return_fig=return_fig)
+
+    colors = group_colors(adata, groupby)
+    sizes = adata.obs[groupby].astype(str).value_counts()
+    fig, axes = panel_grid(len(shown), ncols, panel_size, hspace=0.45, wspace=0.9)
+    kwargs.setdefault("height", 0.7)
+    fixed_color = kwargs.pop("color", None)
+    for ax_, group in zip(axes, shown):
+        names = np.asarray(result["names"][group])[: int(n_genes)].astype(str)
+        scores = np.asarray(result["scores"][group], dtype=np.float64)[: int(n_genes)]
+        y = np.arange(len(names))
+        bar_color = fixed_color if fixed_color is not None else colors.get(group, "C0")
+        ax_.barh(y, scores, color=bar_color, **kwargs)
+        ax_.set_yticks(y, labels=names)
+        ax_.invert_yaxis()
+        ax_.set_title(f"{group} (n={int(sizes.get(group, 0)):,})", fontsize="medium")
+        ax_.set_xlabel(f"mean {label}", fontsize="small")
+        ax_.tick_params(axis="y", labelsize="small")
+        if is_signed(component):
+            ax_.axvline(0, color="black", linewidth=0.6)
+        ax_.spines[["top", "right"]].set_visible(False)
+    fig.suptitle(f"{key}: top genes per {groupby} by mean {label}", y=1.0)
+    return finish(fig, axes, name="rank_features", show=show, save=save, return_fig=return_fig)

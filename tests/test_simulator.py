@@ -1,0 +1,320 @@
+"""Tests for the single-cell simulator ``gbumap.datasets.simulate``."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from gbumap.datasets import ROLES, simulate, truth_matrix
+
+# A small design that still has every ingredient (365 structured genes of 500).
+SMALL = dict(
+    n_lineages=3,
+    types_per_lineage=3,
+    genes_per_type=15,
+    genes_per_lineage=20,
+    n_state_genes=10,
+    n_housekeeping=30,
+    n_noise=50,
+)
+
+
+@pytest.fixture(scope="module")
+def adata() -> ad.AnnData:
+    return simulate(2_000, 500, **SMALL, random_state=0)
+
+
+def _dense(m) -> np.ndarray:
+    return m.toarray() if sp.issparse(m) else np.asarray(m)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    rank_a = np.argsort(np.argsort(a, kind="stable"), kind="stable")
+    rank_b = np.argsort(np.argsort(b, kind="stable"), kind="stable")
+    return float(np.corrcoef(rank_a, rank_b)[0, 1])
+
+
+def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mann-Whitney AUROC with average ranks for ties."""
+    ranks = pd.Series(scores).rank().to_numpy()
+    n_pos = labels.sum()
+    n_neg = labels.size - n_pos
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def test_shapes_and_types(adata):
+    assert adata.shape == (2_000, 500)
+    counts = adata.layers["counts"]
+    for m in (adata.X, counts):
+        assert isinstance(m, sp.csr_matrix)
+        assert m.dtype == np.float32
+        assert m.has_sorted_indices
+    assert np.array_equal(adata.X.indptr, counts.indptr)
+    assert np.array_equal(adata.X.indices, counts.indices)
+    assert adata.obs_names.is_unique and adata.var_names.is_unique
+
+    obs = adata.obs
+    n_types = SMALL["n_lineages"] * SMALL["types_per_lineage"]
+    assert isinstance(obs["cell_type"].dtype, pd.CategoricalDtype)
+    assert isinstance(obs["lineage"].dtype, pd.CategoricalDtype)
+    assert len(obs["cell_type"].cat.categories) == n_types
+    assert set(obs["cell_type"]) == set(obs["cell_type"].cat.categories)  # every type present
+    assert obs["state"].between(0, 1).all()
+    for col in ("size_factor", "depth", "n_counts", "n_genes"):
+        assert col in obs
+    lineage_of = adata.uns["simulation"]["lineage_of"]
+    assert (obs["cell_type"].astype(str).map(lineage_of) == obs["lineage"].astype(str)).all()
+
+    var = adata.var
+    assert list(var["role"].cat.categories) == list(ROLES)
+    expected = {
+        "housekeeping": SMALL["n_housekeeping"],
+        "noise": SMALL["n_noise"],
+        "lineage": SMALL["n_lineages"] * SMALL["genes_per_lineage"],
+        "type": n_types * SMALL["genes_per_type"],
+        "state": n_types * SMALL["n_state_genes"],
+    }
+    expected["background"] = 500 - sum(expected.values())
+    assert var["role"].value_counts().to_dict() == expected
+    assert (var.loc[var["role"].isin(["housekeeping", "noise", "background"]), "lfc"] == 0).all()
+    assert (var.loc[var["role"].isin(["lineage", "type", "state"]), "lfc"] > 0).all()
+    # roles are scattered over gene positions, not in blocks
+    assert var["role"].iloc[:100].nunique() >= 4
+
+
+def test_uns_is_plain(adata):
+    sim = adata.uns["simulation"]
+    for ct, genes in sim["truth"].items():
+        assert isinstance(ct, str)
+        assert isinstance(genes, np.ndarray) and genes.dtype.kind == "U"
+    for group in sim["programs"].values():
+        for genes in group.values():
+            assert isinstance(genes, np.ndarray) and genes.dtype.kind == "U"
+    for key, value in sim["params"].items():
+        assert type(value) in (int, float, str), (key, value)
+    assert sim["params"]["random_state"] == 0
+    assert sim["params"]["n_cells"] == 2_000
+
+
+def test_truth_consistent_with_var_roles(adata):
+    var = adata.var
+    sim = adata.uns["simulation"]
+    table = truth_matrix(adata)
+    assert table.shape == (adata.n_vars, len(sim["truth"]))
+    assert table.dtypes.eq(bool).all()
+    assert list(table.columns) == list(adata.obs["cell_type"].cat.categories)
+    assert table.index.equals(adata.var_names)
+    per_type = SMALL["genes_per_type"] + SMALL["genes_per_lineage"] + SMALL["n_state_genes"]
+    for ct in table.columns:
+        lineage = sim["lineage_of"][ct]
+        expected = (
+            ((var["role"] == "type") & (var["program"] == ct))
+            | ((var["role"] == "state") & (var["program"] == ct))
+            | ((var["role"] == "lineage") & (var["program"] == lineage))
+        )
+        assert table[ct].equals(expected.rename(ct))
+        assert set(sim["truth"][ct]) == set(adata.var_names[expected.to_numpy()])
+        assert len(sim["truth"][ct]) == per_type
+        parts = [sim["programs"]["type"][ct], sim["programs"]["state"][ct], sim["programs"]["lineage"][lineage]]
+        assert set(np.concatenate(parts)) == set(sim["truth"][ct])
+    # housekeeping, noise and background genes are in no truth set
+    assert not table[var["role"].isin(["housekeeping", "noise", "background"]).to_numpy()].any(axis=None)
+
+
+def test_truth_matrix_follows_gene_subsets(adata):
+    subset = adata[:, adata.var_names[::3]]
+    table = truth_matrix(subset)
+    assert table.index.equals(subset.var_names)
+    assert table.equals(truth_matrix(adata).loc[subset.var_names])
+    with pytest.raises(ValueError, match="simulation"):
+        truth_matrix(ad.AnnData(np.zeros((2, 2), dtype=np.float32)))
+
+
+def test_counts_are_nonnegative_integers(adata):
+    data = adata.layers["counts"].data
+    assert (data > 0).all()  # no explicit zeros
+    assert np.array_equal(data, np.round(data))
+    totals = np.asarray(adata.layers["counts"].sum(axis=1)).ravel()
+    np.testing.assert_allclose(adata.obs["n_counts"], totals)
+    np.testing.assert_array_equal(adata.obs["n_genes"], np.diff(adata.layers["counts"].indptr))
+
+
+def test_x_is_log_normalised_counts(adata):
+    # What sc.pp.normalize_total(target_sum=1e4) then sc.pp.log1p compute, written out
+    # here because importing scanpy alone takes several seconds.
+    counts = _dense(adata.layers["counts"]).astype(np.float64)
+    ref = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4)
+    np.testing.assert_allclose(_dense(adata.X), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_sparsity_is_realistic():
+    adata = simulate(1_000, 2_000, random_state=1)
+    counts = adata.layers["counts"]
+    density = counts.nnz / np.prod(counts.shape)
+    assert 0.05 < density < 0.35
+    detected = np.asarray((counts > 0).mean(axis=0)).ravel()
+    background = (adata.var["role"] == "background").to_numpy()
+    assert 0.05 < np.median(detected[background]) < 0.3
+    assert ((detected > 0.03) & (detected < 0.35)).mean() > 0.6
+    # housekeeping genes are expressed almost everywhere and far above the programs
+    means = np.asarray(counts.mean(axis=0)).ravel()
+    hk = (adata.var["role"] == "housekeeping").to_numpy()
+    programs = adata.var["role"].isin(["lineage", "type", "state"]).to_numpy()
+    assert np.median(detected[hk]) > 0.9
+    assert np.median(means[hk]) > 10 * np.median(means[programs])
+
+
+def test_same_seed_same_data_other_seed_differs(adata):
+    again = simulate(2_000, 500, **SMALL, random_state=0)
+    assert (again.layers["counts"] != adata.layers["counts"]).nnz == 0
+    assert (again.X != adata.X).nnz == 0
+    pd.testing.assert_frame_equal(again.obs, adata.obs)
+    pd.testing.assert_frame_equal(again.var, adata.var)
+
+    other = simulate(2_000, 500, **SMALL, random_state=1)
+    assert (other.layers["counts"] != adata.layers["counts"]).nnz > 0
+    assert not other.obs["cell_type"].equals(adata.obs["cell_type"])
+    assert not other.var["role"].equals(adata.var["role"])
+
+
+def test_independent_of_chunk_size_and_threads(adata):
+    chunked = simulate(2_000, 500, **SMALL, chunk_size=7, n_jobs=2, random_state=0)
+    assert (chunked.layers["counts"] != adata.layers["counts"]).nnz == 0
+    assert (chunked.X != adata.X).nnz == 0
+    pd.testing.assert_frame_equal(chunked.obs, adata.obs)
+    # a smaller simulation is the prefix of a larger one
+    head = simulate(1_100, 500, **SMALL, random_state=0)
+    assert (head.layers["counts"] != adata.layers["counts"][:1_100]).nnz == 0
+    pd.testing.assert_frame_equal(head.obs, adata.obs.iloc[:1_100])
+
+
+def test_random_state_none_is_recorded():
+    kwargs = dict(SMALL, n_cells=200, n_genes=400)
+    first = simulate(**kwargs, random_state=None)
+    seed = first.uns["simulation"]["params"]["random_state"]
+    assert isinstance(seed, int)
+    again = simulate(**kwargs, random_state=seed)
+    assert (again.layers["counts"] != first.layers["counts"]).nnz == 0
+
+
+def test_depth_varies(adata):
+    obs = adata.obs
+    assert obs["size_factor"].std() > 0.2
+    assert obs["n_counts"].max() > 3 * obs["n_counts"].min()
+    assert np.corrcoef(obs["depth"], obs["n_counts"])[0, 1] > 0.8
+    assert 0.8 < obs["n_counts"].mean() / 2_500 < 1.2  # depth_mean
+    flat = simulate(600, 500, **SMALL, depth_sigma=0.0, random_state=0)
+    assert np.allclose(flat.obs["size_factor"], 1.0)
+    assert flat.obs["n_counts"].std() < 0.5 * obs["n_counts"].std()
+
+
+def test_truth_genes_are_up_in_their_type(adata):
+    X = adata.X
+    cell_type = adata.obs["cell_type"].to_numpy()
+    table = truth_matrix(adata)
+    var = adata.var
+    for ct in table.columns:
+        inside = cell_type == ct
+        diff = np.asarray(X[inside].mean(axis=0)).ravel() - np.asarray(X[~inside].mean(axis=0)).ravel()
+        assert (diff[table[ct].to_numpy()] > 0).mean() > 0.9, ct
+        # the type program of another type is not up here
+        others = ((var["role"] == "type") & (var["program"] != ct)).to_numpy()
+        assert (diff[others] > 0).mean() < 0.3, ct
+
+
+def test_state_genes_follow_pseudotime(adata):
+    X = adata.X
+    obs = adata.obs
+    state_genes = adata.uns["simulation"]["programs"]["state"]
+    for ct, genes in state_genes.items():
+        cells = (obs["cell_type"] == ct).to_numpy()
+        score = np.asarray(X[cells][:, adata.var_names.get_indexer(genes)].sum(axis=1)).ravel()
+        assert _spearman(score, obs["state"].to_numpy()[cells]) > 0.3, ct
+        # other types do not carry this type's ramp
+        other = (obs["cell_type"] != ct).to_numpy()
+        score = np.asarray(X[other][:, adata.var_names.get_indexer(genes)].sum(axis=1)).ravel()
+        assert abs(_spearman(score, obs["state"].to_numpy()[other])) < 0.15, ct
+
+
+def test_noise_genes_have_high_variance(adata):
+    X = adata.X
+    variance = np.asarray(X.multiply(X).mean(axis=0)).ravel() - np.asarray(X.mean(axis=0)).ravel() ** 2
+    top = np.argsort(-variance)[: SMALL["n_noise"]]
+    assert (adata.var["role"].to_numpy()[top] == "noise").mean() > 0.5
+
+
+def test_naive_mean_score_fails_differential_score_works(adata):
+    X = adata.X
+    cell_type = adata.obs["cell_type"].to_numpy()
+    table = truth_matrix(adata)
+    role = adata.var["role"].to_numpy()
+    naive, differential = [], []
+    for ct in table.columns:
+        inside = cell_type == ct
+        mean_in = np.asarray(X[inside].mean(axis=0)).ravel()
+        mean_out = np.asarray(X[~inside].mean(axis=0)).ravel()
+        labels = table[ct].to_numpy()
+        naive.append(_auroc(mean_in, labels))
+        differential.append(_auroc(mean_in - mean_out, labels))
+        # the highest means in a type are housekeeping genes
+        assert (role[np.argsort(-mean_in)[:20]] == "housekeeping").all()
+    assert np.mean(naive) < 0.8
+    assert np.mean(differential) > 0.95
+    assert np.mean(differential) - np.mean(naive) > 0.15
+
+
+def test_h5ad_round_trip(adata, tmp_path):
+    path = tmp_path / "sim.h5ad"
+    adata.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    assert (back.X != adata.X).nnz == 0
+    assert (back.layers["counts"] != adata.layers["counts"]).nnz == 0
+    pd.testing.assert_frame_equal(back.obs, adata.obs)
+    pd.testing.assert_frame_equal(back.var, adata.var)
+    sim, back_sim = adata.uns["simulation"], back.uns["simulation"]
+    assert back_sim["params"] == sim["params"]
+    assert back_sim["lineage_of"] == sim["lineage_of"]
+    for ct, genes in sim["truth"].items():
+        np.testing.assert_array_equal(np.asarray(back_sim["truth"][ct]).astype(str), genes)
+    pd.testing.assert_frame_equal(truth_matrix(back), truth_matrix(adata))
+
+
+def test_nb_sampler_matches_negative_binomial():
+    from gbumap.datasets._simulate import _sample_nb
+
+    rng = np.random.default_rng(0)
+    # columns: (mean, size θ) pairs spanning both sampling paths (inverse CDF and Gamma-Poisson)
+    params = [(0.02, 3.0), (0.3, 3.0), (2.0, 0.25), (5.0, 1.0), (30.0, 3.0), (12.0, 0.3)]
+    mu = np.tile(np.array([m for m, _ in params], dtype=np.float32), (20_000, 1))
+    theta = np.array([t for _, t in params], dtype=np.float32)
+    row_nnz, cols, values = _sample_nb(mu, theta, rng)
+    counts = sp.csr_matrix((values, cols, np.r_[0, np.cumsum(row_nnz)]), shape=mu.shape).toarray()
+    assert (values > 0).all() and np.array_equal(values, np.round(values))
+    for j, (m, t) in enumerate(params):
+        x = counts[:, j]
+        se = np.sqrt((m + m * m / t) / x.size)
+        assert abs(x.mean() - m) < 5 * se, (m, t)
+        p0 = (1 + m / t) ** -t
+        assert abs((x == 0).mean() - p0) < 5 * np.sqrt(p0 * (1 - p0) / x.size) + 1e-4, (m, t)
+        assert 0.85 < x.var() / (m + m * m / t) < 1.15, (m, t)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        (dict(n_genes=100), ValueError),
+        (dict(n_cells=0), ValueError),
+        (dict(dispersion=0.0), ValueError),
+        (dict(lfc_spread=1.0), ValueError),
+        (dict(n_jobs=0), ValueError),
+        (dict(n_cells=10.5), TypeError),
+        (dict(depth_mean=float("nan")), ValueError),
+    ],
+)
+def test_invalid_arguments(kwargs, error):
+    args = dict(n_cells=100, n_genes=2_000) | kwargs
+    with pytest.raises(error):
+        simulate(**args)
