@@ -127,15 +127,22 @@ def test_top_gene_layer_for_scanpy_plots(pbmc_fitted):
 def test_rank_features_scanpy_format_and_markers(pbmc_fitted):
     key = "rank_features_gbumap"
     res = pbmc_fitted.uns[key]
-    assert res["params"]["groupby"] == "bulk_labels"
+    assert res["params"]["groupby"] == "bulk_labels" and res["params"]["score"] == "logfc"
     mono = sc.get.rank_genes_groups_df(pbmc_fitted, "CD14+ Monocyte", key=key)
     assert {"names", "scores", "logfoldchanges", "pvals", "pvals_adj"} <= set(mono.columns)
     assert mono["scores"].is_monotonic_decreasing
     top_mono = set(mono["names"].head(10))
     top_nk = set(sc.get.rank_genes_groups_df(pbmc_fitted, "CD56+ NK", key=key)["names"].head(10))
     print("monocyte top 10:", sorted(top_mono), "NK top 10:", sorted(top_nk))
-    monocyte_markers = {"LYZ", "S100A8", "S100A9", "CD14", "FCN1", "CST3", "FTL", "TYROBP", "LST1", "AIF1", "CFD", "FCER1G", "CTSS", "PSAP", "LGALS2"}
-    nk_markers = {"GNLY", "NKG7", "PRF1", "GZMB", "GZMA", "CST7", "KLRD1", "CTSW", "FGFBP2", "CD7", "SPON2", "CLIC3", "KLRB1", "MATK"}
+    monocyte_markers = {
+        "LYZ", "S100A8", "S100A9", "CD14", "FCN1", "VCAN", "CST3", "FTL", "TYROBP", "LST1", "AIF1", "CFD",
+        "FCER1G", "CTSS", "PSAP", "LGALS2", "C1QA", "C1QB", "LYPD2", "HES4", "FCGR3A", "MS4A7", "SERPINA1",
+        "CD68", "RBP7", "BST1",
+    }
+    nk_markers = {
+        "GNLY", "NKG7", "PRF1", "GZMB", "GZMA", "GZMH", "CST7", "KLRD1", "KLRF1", "CTSW", "FGFBP2", "CD7",
+        "SPON2", "CLIC3", "KLRB1", "MATK", "XCL1", "XCL2", "CD160", "CCL4", "CCL5",
+    }
     assert len(top_mono & monocyte_markers) >= 3
     assert len(top_nk & nk_markers) >= 3
     assert {"pts", "pts_rest", "mean_expression"} <= set(res)

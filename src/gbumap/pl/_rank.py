@@ -85,7 +85,9 @@ def rank_features(
         The model key.
     kind
         ``"bars"``: a panel per group with horizontal bars of the top genes'
-        scores (mean contribution in the group), in the group's colour from
+        scores (the ranking statistic of :func:`gbumap.tl.rank_features`, by
+        default the log2 ratio of the group's mean contribution to the
+        rest's), in the group's colour from
         ``uns[f"{groupby}_colors"]``. ``"dotplot"``:
         :func:`scanpy.pl.rank_genes_groups_dotplot` with the dot colour set
         to the score (``values_to_plot="scores"`` unless given) and the dot

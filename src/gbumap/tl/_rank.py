@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ from anndata import AnnData
 
 from .._anndata_input import missing_key_error
 from .._attribution import Reduction, reduce_contributions
+from .._validation import check_batch_size
 from ..get._model import model_view
 
 __all__ = ["rank_features"]
@@ -30,12 +32,26 @@ def _recarray(columns: dict[str, np.ndarray], dtype) -> np.recarray:
     return pd.DataFrame(columns).to_records(index=False, column_dtypes={k: dtype for k in columns})
 
 
+def check_groupby(adata: AnnData, groupby: str) -> None:
+    """Raise unless ``obs[groupby]`` exists and holds at least two groups of cells."""
+    if groupby not in adata.obs.columns:
+        raise missing_key_error("obs column", groupby, adata.obs.columns)
+    present = pd.unique(adata.obs[groupby].dropna())
+    if len(present) < 2:
+        only = repr(str(present[0])) if len(present) else "no labelled cells"
+        raise ValueError(
+            f"obs[{groupby!r}] has a single group among its cells ({only}); rank_features compares each "
+            "group with the rest, so it needs at least two groups."
+        )
+
+
 def rank_features(
     adata: AnnData,
     groupby: str,
     *,
     key: str = "gbumap",
     reduction: Reduction = "l2",
+    score: Literal["logfc", "t", "mean"] = "logfc",
     groups: Sequence[str] | None = None,
     n_genes: int | None = None,
     key_added: str | None = None,
@@ -61,6 +77,17 @@ def rank_features(
         vector), ``"normed_l2"`` (that magnitude as a share of the cell's
         total), or an axis index (signed contribution along that axis: genes
         pushing cells towards the positive end rank first).
+    score
+        What ranks the genes (and fills ``scores``): ``"logfc"`` (default),
+        the log2 ratio of the group's mean contribution to the rest's (for a
+        signed axis: their difference) — genes that move this group's cells
+        more than they move other cells; ``"t"``, Welch's t statistic of the
+        per-cell contributions, group against rest; ``"mean"``, the group's
+        mean contribution alone, which also ranks high the genes that move
+        every cell (e.g. those whose absence in this group places it away
+        from the others). On simulated data with known programs, ``"logfc"``
+        recovered each type's genes best (mean AUROC 0.99, against 0.97 for
+        ``"t"`` and 0.82 for ``"mean"``; see the performance page).
     groups
         Subset of groups to rank (default: all). The rest is always every
         other cell.
@@ -78,8 +105,7 @@ def rank_features(
     ``None`` or the new AnnData, with ``uns[key_added]`` holding:
 
     ``names``, ``scores``
-        Per group, genes sorted by ``scores``: the group's mean contribution
-        (for the chosen reduction).
+        Per group, genes sorted by ``scores``, the statistic chosen by ``score``.
     ``logfoldchanges``
         log2 of the group's mean over the rest's mean (for ``"l2"`` and
         ``"normed_l2"``); for a signed axis, the group-minus-rest difference.
@@ -89,6 +115,8 @@ def rank_features(
     ``pts``, ``pts_rest``
         Fraction of cells expressing each gene (value > 0) in the group and in
         the rest, as in ``rank_genes_groups(pts=True)``.
+    ``mean_contribution``
+        The group's mean contribution per gene (genes × groups DataFrame).
     ``mean_expression``
         Mean expression per gene and group (genes × groups DataFrame), to
         filter out genes that move cells without being expressed there.
@@ -111,6 +139,8 @@ def rank_features(
     unknown = [g for g in groups if str(g) not in categories]
     if unknown:
         raise KeyError(f"Groups {unknown} not in obs[{groupby!r}]; it has {categories}.")
+    check_groupby(adata, groupby)
+    batch_size = check_batch_size(batch_size)
     group_codes = np.array([categories.index(str(g)) for g in groups])
     sizes = np.bincount(codes[codes >= 0], minlength=len(categories))[group_codes]
     if (sizes < 2).any():
@@ -120,6 +150,8 @@ def rank_features(
         raise ValueError(f"reduction must be 'l2', 'normed_l2' or an axis index; got {reduction!r}.")
     if reduction is None:
         raise ValueError("rank_features needs a reduction: 'l2', 'normed_l2' or an axis index.")
+    if score not in ("t", "logfc", "mean"):
+        raise ValueError(f"score must be 't', 'logfc' or 'mean'; got {score!r}.")
 
     names = view.feature_names
     n_feat = len(names)
@@ -135,17 +167,17 @@ def rank_features(
     X = view.matrix(adata)
     labelled = np.flatnonzero(codes >= 0)
     for rows, contrib in view.iter_contributions(adata, labelled, batch_size=batch_size):
-        score = reduce_contributions(contrib, reduction).astype(np.float64)
+        per_cell = reduce_contributions(contrib, reduction).astype(np.float64)
         onehot = (codes[rows][:, None] == group_codes[None, :]).astype(np.float64)
         expr = X[rows]
         expr = expr.toarray() if sp.issparse(expr) else np.asarray(expr)
         nz = (expr > 0).astype(np.float64)
-        sums += onehot.T @ score
-        sq += onehot.T @ score**2
+        sums += onehot.T @ per_cell
+        sq += onehot.T @ per_cell**2
         expr_sum += onehot.T @ expr
         expr_nz += onehot.T @ nz
-        tot_sum += score.sum(0)
-        tot_sq += (score**2).sum(0)
+        tot_sum += per_cell.sum(0)
+        tot_sq += (per_cell**2).sum(0)
         tot_expr += expr.sum(0)
         tot_nz += nz.sum(0)
 
@@ -179,12 +211,13 @@ def rank_features(
         eps = 1e-9
         lfc = np.log2((mean_in + eps) / (mean_rest + eps))
 
+    statistic = {"t": t, "logfc": lfc, "mean": mean_in}[score]
     keep = n_feat if n_genes is None else min(int(n_genes), n_feat)
-    order = np.argsort(-mean_in, axis=1, kind="stable")[:, :keep]
+    order = np.argsort(-statistic, axis=1, kind="stable")[:, :keep]
     result = {}
     fields = {
         "names": (names, "O"),
-        "scores": (mean_in, "float32"),
+        "scores": (statistic, "float32"),
         "logfoldchanges": (lfc, "float32"),
         "pvals": (pvals, "float64"),
     }
@@ -205,12 +238,14 @@ def rank_features(
         "corr_method": "benjamini-hochberg",
         "model_key": key,
         "reduction": str(reduction),
+        "score": score,
         "baseline": str(view.estimator.baseline),
     }
     result["pts"] = pd.DataFrame((expr_nz / n_in).T, index=names, columns=group_names)
     result["pts_rest"] = pd.DataFrame(
         ((tot_nz[None, :] - expr_nz) / safe_rest).T, index=names, columns=group_names
     )
+    result["mean_contribution"] = pd.DataFrame(mean_in.T, index=names, columns=group_names)
     result["mean_expression"] = pd.DataFrame((expr_sum / n_in).T, index=names, columns=group_names)
     target = adata.copy() if copy else adata
     target.uns[key_added or f"rank_features_{key}"] = result

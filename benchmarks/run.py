@@ -1,0 +1,326 @@
+"""Side-by-side benchmark of gbumap, scanpy's UMAP and glass-box-umap on simulated data.
+
+    python benchmarks/run.py --quick                 # smoke size (CI)
+    python benchmarks/run.py                         # 10k, 30k, 90k, 300k cells × 2,000 genes
+    python benchmarks/run.py --sizes 10000 30000 --tools gbumap scanpy
+
+Every tool runs in a fresh process per measurement (``workers.py``). The
+first pass uses an empty numba cache (the first-ever run, when pynndescent and
+umap-learn compile); the second pass reuses it (later runs). glass-box-umap
+runs only where it is importable (``pip install glass-box-umap==0.1.0`` in
+the benchmark environment, never as a gbumap dependency). Results go to
+``--out`` as JSON and markdown, plus a log-log plot of time against cells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ALL_TOOLS = ["gbumap", "gbumap_reuse", "gbumap_zero", "scanpy", "reference_1", "reference_2"]
+N_QUERY = 10_000
+EVAL_CELLS = 10_000
+TRUST_CELLS = 5_000
+
+
+def make_data(n_cells: int, cache: Path, n_genes: int = 2000) -> Path:
+    """Simulate ``n_cells`` reference cells plus a held-out query from the same design."""
+    import gbumap
+
+    path = cache / f"sim_{n_cells}x{n_genes}.h5ad"
+    if path.exists():
+        return path
+    n_query = min(N_QUERY, max(n_cells // 5, 500))
+    adata = gbumap.datasets.simulate(n_cells + n_query, n_genes, random_state=0)
+    adata[n_cells:].copy().write_h5ad(str(path).replace(".h5ad", "_query.h5ad"))
+    adata[:n_cells].copy().write_h5ad(path)
+    return path
+
+
+def run_worker(tool: str, data: Path, out: Path, numba_cache: Path | None, python: str) -> dict | None:
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    if numba_cache is not None:
+        env["NUMBA_CACHE_DIR"] = str(numba_cache)
+    proc = subprocess.run(
+        [python, str(HERE / "workers.py"), tool, str(data), str(out)], env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        print(f"  {tool} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads((out / "result.json").read_text())
+
+
+def reference_available(python: str) -> bool:
+    proc = subprocess.run([python, "-c", "import glass_box_umap"], capture_output=True)
+    return proc.returncode == 0
+
+
+# ---------------------------------------------------------------- metrics
+def quality(pcs: np.ndarray, emb: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> dict:
+    """kNN preservation@15, trustworthiness@15, label kNN accuracy, silhouette (design.md §4).
+
+    Preservation is exact for a random sample of up to 10k cells (their true
+    neighbours among all cells); trustworthiness (quadratic in cells) uses a
+    5k-cell sample; accuracy and silhouette use up to 10k cells.
+    """
+    from sklearn.manifold import trustworthiness
+    from sklearn.metrics import silhouette_score
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+
+    n = len(emb)
+    sample = np.sort(rng.choice(n, size=min(EVAL_CELLS, n), replace=False))
+    k = 15
+    high = NearestNeighbors(n_neighbors=k + 1).fit(pcs).kneighbors(pcs[sample], return_distance=False)[:, 1:]
+    low = NearestNeighbors(n_neighbors=k + 1).fit(emb).kneighbors(emb[sample], return_distance=False)[:, 1:]
+    preservation = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(high, low)]))
+    small = sample[: min(TRUST_CELLS, len(sample))]
+    trust = float(trustworthiness(pcs[small], emb[small], n_neighbors=k))
+    acc = float(cross_val_score(KNeighborsClassifier(k), emb[sample], labels[sample], cv=5).mean())
+    sil = float(silhouette_score(emb[sample], labels[sample]))
+    return {"knn_preservation": preservation, "trustworthiness": trust, "label_knn_accuracy": acc, "silhouette": sil}
+
+
+def attribution_auroc(scores: np.ndarray, categories: list[str], truth) -> float:
+    """Mean over cell types of the AUROC separating that type's truth genes from the rest."""
+    from sklearn.metrics import roc_auc_score
+
+    values = []
+    for ci, c in enumerate(categories):
+        y = truth[c].to_numpy()
+        if y.any() and not y.all():
+            values.append(roc_auc_score(y, scores[ci]))
+    return float(np.mean(values))
+
+
+# ---------------------------------------------------------------- report
+def machine_info() -> dict:
+    import anndata
+    import scanpy
+    import torch
+
+    import gbumap
+
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": dt.date.today().isoformat(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem, 1),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "python": platform.python_version(),
+        "gbumap": gbumap.__version__,
+        "scanpy": scanpy.__version__,
+        "anndata": anndata.__version__,
+        "torch": torch.__version__,
+    }
+
+
+def markdown(results: dict) -> str:
+    info = results["machine"]
+    lines = [
+        f"Measured {info['date']} on {info['cpu']} ({info['cores']} cores, {info['memory_gib']} GiB, GPU: {info['gpu']}); "
+        f"Python {info['python']}, gbumap {info['gbumap']}, scanpy {info['scanpy']}, torch {info['torch']}.",
+        "",
+        "| cells | tool | first run (s) | later run (s) | peak RSS (MiB) | kNN pres.@15 | trust.@15 | label kNN acc. | silhouette | AUROC |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for size, rows in results["sizes"].items():
+        for tool, r in rows.items():
+            q = r.get("quality", {})
+            cold = r.get("cold", {}).get("timings", {}).get("total")
+            warm = r.get("warm", {}).get("timings", {}).get("total")
+            peak = r.get("warm", {}).get("peak_rss_mb")
+            fmt = lambda v, f="{:.1f}": "–" if v is None else f.format(v)  # noqa: E731
+            lines.append(
+                f"| {int(size):,} | {LABELS.get(tool, tool)} | {fmt(cold)} | {fmt(warm)} | {fmt(peak, '{:.0f}')} | "
+                f"{fmt(q.get('knn_preservation'), '{:.3f}')} | {fmt(q.get('trustworthiness'), '{:.3f}')} | "
+                f"{fmt(q.get('label_knn_accuracy'), '{:.3f}')} | {fmt(q.get('silhouette'), '{:.3f}')} | "
+                f"{fmt(r.get('auroc'), '{:.3f}')} |"
+            )
+        extra = results["derived"].get(size, {})
+        for k, v in extra.items():
+            lines.append(f"\n- {int(size):,} cells: {k.replace('_', ' ')}: {v}")
+        lines.append("")
+    if results.get("slope"):
+        lines.append("Log-log slope of later-run time against cells, 30k → 300k: " + ", ".join(
+            f"{LABELS.get(t, t)} {s:.2f}" for t, s in results["slope"].items()))
+    lines.append(
+        "\nglass-box-umap's default is 200 epochs; its 200-epoch time is extrapolated as "
+        "fit(1 epoch) + 199 × (fit(2 epochs) − fit(1 epoch)), not measured."
+    )
+    return "\n".join(lines)
+
+
+LABELS = {
+    "gbumap": "gbumap end to end (PCA, graph, training, contributions)",
+    "gbumap_reuse": "gbumap on a reused sc.pp.neighbors graph (training + contributions)",
+    "gbumap_zero": "gbumap, baseline='zero'",
+    "scanpy": "sc.pp.pca + sc.pp.neighbors + sc.tl.umap",
+    "reference_1": "glass-box-umap 0.1.0, 1 epoch",
+    "reference_2": "glass-box-umap 0.1.0, 2 epochs",
+}
+
+
+def derived(rows: dict) -> dict:
+    """The ratios the targets are stated in."""
+    out = {}
+    g = rows.get("gbumap", {}).get("warm")
+    s = rows.get("scanpy", {}).get("warm")
+    reuse = rows.get("gbumap_reuse", {}).get("warm")
+    r1 = rows.get("reference_1", {}).get("warm")
+    r2 = rows.get("reference_2", {}).get("warm")
+    if g and s:
+        out["gbumap_over_scanpy_time"] = round(g["timings"]["total"] / s["timings"]["total"], 3)
+        out["gbumap_over_scanpy_peak_rss"] = round(g["peak_rss_mb"] / s["peak_rss_mb"], 3)
+    if reuse and s:
+        t = reuse["timings"]["total"]
+        out["reused_graph_training_plus_contributions_over_sc_tl_umap"] = round(t / s["timings"]["umap"], 3)
+    if g:
+        out["transform_of_query_with_contributions_s"] = round(g["timings"]["transform_query_with_contributions"], 2)
+        out["reconstruction_error"] = f"{g['reconstruction_error']:.1e}"
+    if r1 and r2:
+        per_epoch = r2["timings"]["fit"] - r1["timings"]["fit"]
+        est200 = r1["timings"]["fit"] + 199 * per_epoch + r1["timings"]["contributions"]
+        out["reference_200_epochs_extrapolated_s"] = round(est200, 1)
+        if g:
+            out["gbumap_speedup_vs_reference_200_epochs"] = round(est200 / g["timings"]["total"], 1)
+            out["gbumap_speedup_vs_reference_1_epoch"] = round(r1["timings"]["total"] / g["timings"]["total"], 2)
+    return out
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    tools = sorted({t for rows in results["sizes"].values() for t in rows})
+    for tool in tools:
+        xs, ys = [], []
+        for size, rows in results["sizes"].items():
+            warm = rows.get(tool, {}).get("warm")
+            if warm:
+                xs.append(int(size))
+                ys.append(warm["timings"]["total"])
+        if xs:
+            ax.loglog(xs, ys, "o-", label=LABELS.get(tool, tool))
+    ax.set_xlabel("cells (× 2,000 genes)")
+    ax.set_ylabel("wall time, later run (s)")
+    ax.set_title(f"Time against cells ({results['machine']['cores']} CPU cores)")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 90_000, 300_000])
+    parser.add_argument("--quick", action="store_true", help="one small size (2,000 cells), for CI smoke")
+    parser.add_argument("--tools", nargs="+", default=ALL_TOOLS, choices=ALL_TOOLS)
+    parser.add_argument("--reference-max-cells", type=int, default=90_000, help="largest size for glass-box-umap")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--cache", type=Path, default=HERE / "results" / "raw")
+    parser.add_argument(
+        "--no-cold", action="store_true", help="skip the empty-numba-cache pass; use the usual (warm) cache"
+    )
+    args = parser.parse_args(argv)
+    sizes = [2_000] if args.quick else args.sizes
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    tools = [t for t in args.tools if not t.startswith("reference") or reference_available(python)]
+    if len(tools) < len(args.tools):
+        print("glass-box-umap is not importable here: skipping it (pip install glass-box-umap==0.1.0)")
+
+    import anndata as ad
+
+    from gbumap.datasets import truth_matrix
+
+    results = {"machine": machine_info(), "sizes": {}, "derived": {}}
+    numba_cache = Path(tempfile.mkdtemp(prefix="gbumap-bench-numba-"))
+    rng = np.random.default_rng(0)
+    for size in sizes:
+        data = make_data(size, args.cache)
+        adata = ad.read_h5ad(data)
+        truth = truth_matrix(adata)
+        labels = adata.obs["cell_type"].astype(str).to_numpy()
+        import scanpy as sc
+
+        sc.pp.pca(adata, n_comps=50)
+        pcs = adata.obsm["X_pca"]
+        rows = {}
+        for tool in tools:
+            if tool.startswith("reference") and size > args.reference_max_cells:
+                continue
+            row: dict = {}
+            passes = ["warm"] if args.no_cold else ["cold", "warm"]
+            for name in passes:
+                # the first run starts from an empty numba cache; the later run reuses what it compiled
+                cache = None if args.no_cold else numba_cache / f"{size}-{tool}"
+                out = args.out / "raw" / f"{size}" / f"{tool}-{name}"
+                print(f"[{size:,} cells] {tool} ({'first run' if name == 'cold' else 'later run'})", flush=True)
+                res = run_worker(tool, data, out, cache, python)
+                if res is not None:
+                    row[name] = res
+            final = row.get("warm") or row.get("cold")
+            if final is not None:
+                emb = np.load(out / "embedding.npy")
+                row["quality"] = quality(pcs, emb, labels, rng)
+                scores = np.load(out / "type_scores.npy")
+                row["auroc"] = attribution_auroc(scores, final["categories"], truth)
+                if tool == "scanpy":
+                    mean_scores = np.load(out / "mean_expression_scores.npy")
+                    row["auroc_mean_expression"] = attribution_auroc(mean_scores, final["categories"], truth)
+                print(f"   total {final['timings']['total']:.1f} s, quality {row['quality']}, AUROC {row['auroc']:.3f}")
+            rows[tool] = row
+        results["sizes"][str(size)] = rows
+        results["derived"][str(size)] = derived(rows)
+        if "scanpy" in rows and "auroc_mean_expression" in rows["scanpy"]:
+            results["derived"][str(size)]["auroc_rank_genes_groups_t_test"] = round(rows["scanpy"]["auroc"], 3)
+            results["derived"][str(size)]["auroc_mean_expression"] = round(rows["scanpy"]["auroc_mean_expression"], 3)
+        _save(results, args.out, sizes)
+    return 0
+
+
+def _save(results: dict, out: Path, sizes: list[int]) -> None:
+    big = [s for s in sizes if s >= 30_000]
+    slope = {}
+    if len(big) >= 2:
+        for tool in {t for rows in results["sizes"].values() for t in rows}:
+            pts = [
+                (int(s), results["sizes"][str(s)][tool]["warm"]["timings"]["total"])
+                for s in big
+                if str(s) in results["sizes"] and "warm" in results["sizes"][str(s)].get(tool, {})
+            ]
+            if len(pts) >= 2:
+                x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+                slope[tool] = float(np.polyfit(x, y, 1)[0])
+    results["slope"] = slope
+    (out / "benchmark.json").write_text(json.dumps(results, indent=2, default=float))
+    (out / "benchmark.md").write_text(markdown(results) + "\n")
+    plot(results, out / "time_vs_cells.png")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The command line: the demo on bundled data and `gbumap fit` on an .h5ad."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+
+from gbumap.cli import main
+
+
+def test_demo_writes_everything(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--n-steps", "60", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "reconstruction error" in out and "CD14+ Monocyte:" in out
+    for name in ("pbmc68k_gbumap.h5ad", "top_features.png", "reconstruction.png", "rank_features.png"):
+        assert (tmp_path / name).stat().st_size > 1000, name
+    pytest.importorskip("bokeh")
+    assert (tmp_path / "explorer.html").stat().st_size > 10_000
+    back = ad.read_h5ad(tmp_path / "pbmc68k_gbumap.h5ad")
+    assert {"X_gbumap", "gbumap_jacobian"} <= set(back.obsm) and "rank_features_gbumap" in back.uns
+
+
+def test_fit_command(tmp_path, pbmc, capsys):
+    src, dst = tmp_path / "in.h5ad", tmp_path / "out.h5ad"
+    pbmc.write_h5ad(src)
+    code = main(["fit", str(src), "-o", str(dst), "--groupby", "bulk_labels", "--n-steps", "40", "--quiet"])
+    assert code == 0
+    back = ad.read_h5ad(dst)
+    assert back.obsm["X_gbumap"].shape == (pbmc.n_obs, 2)
+    assert float(back.uns["gbumap"]["reconstruction_error"]["max_rel"]) < 1e-4
+    assert "top genes per bulk_labels" in capsys.readouterr().out
+
+
+def test_fit_command_reports_bad_input(tmp_path, pbmc, capsys):
+    src = tmp_path / "in.h5ad"
+    pbmc.write_h5ad(src)
+    assert main(["fit", str(src), "-o", str(tmp_path / "o.h5ad"), "--layer", "missing", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "not found" in err
+    assert not (tmp_path / "o.h5ad").exists()
+    assert main(["fit", str(tmp_path / "nope.h5ad"), "-o", str(tmp_path / "o.h5ad")]) == 2
