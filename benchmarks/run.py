@@ -244,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-cold", action="store_true", help="skip the empty-numba-cache pass; use the usual (warm) cache"
     )
+    parser.add_argument(
+        "--cold-sizes", type=int, nargs="*", default=None,
+        help="sizes at which to measure the first run too (default: every size)",
+    )
     args = parser.parse_args(argv)
     sizes = [2_000] if args.quick else args.sizes
     args.out.mkdir(parents=True, exist_ok=True)
@@ -274,10 +278,11 @@ def main(argv: list[str] | None = None) -> int:
             if tool.startswith("reference") and size > args.reference_max_cells:
                 continue
             row: dict = {}
-            passes = ["warm"] if args.no_cold else ["cold", "warm"]
+            cold = not args.no_cold and (args.cold_sizes is None or size in args.cold_sizes)
+            passes = ["cold", "warm"] if cold else ["warm"]
             for name in passes:
                 # the first run starts from an empty numba cache; the later run reuses what it compiled
-                cache = None if args.no_cold else numba_cache / f"{size}-{tool}"
+                cache = numba_cache / f"{size}-{tool}" if cold else None
                 out = args.out / "raw" / f"{size}" / f"{tool}-{name}"
                 print(f"[{size:,} cells] {tool} ({'first run' if name == 'cold' else 'later run'})", flush=True)
                 res = run_worker(tool, data, out, cache, python)

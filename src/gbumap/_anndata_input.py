@@ -67,6 +67,11 @@ def _raw_matrix(adata: AnnData, spec: InputSpec):
         return adata.layers[spec.layer]
     if adata.X is None:
         raise ValueError("adata.X is None; pass layer= or use_rep= to choose the input.")
+    if adata.isbacked:
+        raise ValueError(
+            f"adata is in backed mode (X stays on disk in {adata.filename}); gbumap reads X in memory. "
+            "Load it first with adata = adata.to_memory(), or read the file without backed=."
+        )
     return adata.X
 
 
@@ -90,6 +95,13 @@ def resolve_input(
         raise ValueError("Pass either layer= or use_rep=, not both.")
     spec = InputSpec(layer=layer, use_rep=use_rep)
     _raw_matrix(adata, spec)  # raises for missing keys
+    if use_rep is None and adata.var_names.has_duplicates:
+        dups = adata.var_names[adata.var_names.duplicated()].unique()
+        raise ValueError(
+            f"var_names contain {len(dups)} duplicated name(s) ({', '.join(map(str, dups[:5]))}"
+            f"{' …' if len(dups) > 5 else ''}); genes are matched by name, so call "
+            "adata.var_names_make_unique() first."
+        )
     if use_rep is not None:
         if mask_var is not None and mask_var is not False:
             raise ValueError("mask_var selects genes and cannot be combined with use_rep.")
@@ -119,14 +131,20 @@ def feature_matrix(
     spec: InputSpec,
     features: np.ndarray | None = None,
     fill: dict[str, float] | None = None,
+    rows: np.ndarray | slice | None = None,
 ) -> tuple[Matrix, np.ndarray]:
     """The input matrix and its feature names, optionally restricted to ``features``.
 
     For gene-level input ``features`` are gene names looked up in
     ``var_names``; a gene that is missing raises a ``KeyError`` naming it,
-    unless ``fill`` gives a constant value for it.
+    unless ``fill`` gives a constant value for it. ``rows`` restricts the
+    result to those cells before any column selection, so that streaming
+    callers never copy more than one batch. When ``features`` are all of
+    ``var_names`` in order, the matrix is returned without a column copy.
     """
     raw = _raw_matrix(adata, spec)
+    if rows is not None:
+        raw = raw.iloc[rows] if isinstance(raw, pd.DataFrame) else raw[rows]
     if spec.use_rep is not None:
         names = np.array([f"{spec.use_rep}_{i + 1}" for i in range(np.asarray(raw).shape[1])])
         if isinstance(raw, pd.DataFrame):
@@ -154,11 +172,13 @@ def feature_matrix(
             f"{', '.join(unfilled[:20])}{' …' if len(unfilled) > 20 else ''}."
         )
     present = np.flatnonzero(~absent)
+    if not absent.any() and len(idx) == raw.shape[1] and np.array_equal(idx, np.arange(len(idx))):
+        return as_matrix(raw, name=spec.description), features
     mat = as_matrix(raw[:, idx[present]], name=spec.description)
     if not absent.any():
         return mat, features
     values = np.array([fill[g] for g in features[absent]], dtype=mat.dtype)
-    constant = sp.csr_matrix(np.broadcast_to(values, (adata.n_obs, len(values))))
+    constant = sp.csr_matrix(np.broadcast_to(values, (mat.shape[0], len(values))))
     order = np.argsort(np.concatenate([present, np.flatnonzero(absent)]), kind="stable")
     full = sp.hstack([sp.csr_matrix(mat), constant], format="csc")[:, order]
     full = sp.csr_matrix(full) if sp.issparse(mat) else full.toarray()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
@@ -95,7 +96,18 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
     early_stopping
         Stop when the loss has not improved for a while.
     random_state
-        Seed for PCA, the kNN search, initialisation and edge sampling.
+        Seed for PCA, the kNN search, initialisation and edge sampling
+        (``None`` uses seed 0, so every fit is seeded). On the CPU the same
+        seed, input, parameters and library versions give a bitwise-identical
+        model, embedding and contributions, in the same process and in a fresh
+        one. On a GPU, results agree only to about ``1e-6`` and are not
+        bitwise reproducible: the backward pass of gathers and scatters
+        (``index_add``/``scatter_add``) uses CUDA atomics, whose summation order
+        varies between runs, and cuBLAS may pick different reduction orders.
+        Call ``torch.use_deterministic_algorithms(True)`` (and set
+        ``CUBLAS_WORKSPACE_CONFIG=:4096:8``) before fitting for bitwise GPU
+        reproducibility, at some cost in speed. Different seeds give different
+        embeddings.
     accelerator
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"`` or ``"mps"``.
     engine
@@ -108,6 +120,15 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         ``"float32"`` or ``"float64"`` for the encoder and its Jacobians.
     verbose
         Show progress bars and timings.
+    checkpoint_path
+        Opt-in checkpoint file. When set, the encoder's ``state_dict`` is saved
+        there with ``torch.save`` at the end of training, and also when
+        training is interrupted (``KeyboardInterrupt``), before the interrupt
+        is re-raised. The file holds ``{"format": "gbumap-checkpoint",
+        "state_dict", "step", "n_steps", "interrupted", "n_inputs",
+        "n_components"}`` (tensors and plain Python values only), so it loads
+        with ``torch.load(path, weights_only=True)``. ``None`` (the default)
+        writes nothing. It is not stored in the AnnData model registry.
 
     Attributes
     ----------
@@ -164,6 +185,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         engine: Literal["auto", "torch", "lightning"] = "auto",
         dtype: Literal["float32", "float64"] = "float32",
         verbose: bool = False,
+        checkpoint_path: str | os.PathLike | None = None,
     ) -> None:
         self.n_neighbors = n_neighbors
         self.n_components = n_components
@@ -187,6 +209,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         self.engine = engine
         self.dtype = dtype
         self.verbose = verbose
+        self.checkpoint_path = checkpoint_path
 
     # ------------------------------------------------------------------ checks
     def _validate_params(self, n_cells: int | None = None) -> None:
@@ -217,6 +240,10 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             raise ValueError(f"engine must be 'auto', 'torch' or 'lightning'; got {self.engine!r}.")
         if self.dtype not in _TORCH_DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}.")
+        if self.checkpoint_path is not None and not isinstance(self.checkpoint_path, (str, os.PathLike)):
+            raise TypeError(
+                f"checkpoint_path must be a file path (str or os.PathLike) or None; got {type(self.checkpoint_path).__name__}."
+            )
         if self.encoder is not None and not isinstance(self.encoder, nn.Module):
             raise TypeError(f"encoder must be a torch.nn.Module or None; got {type(self.encoder).__name__}.")
         if n_cells is not None and n_cells < self.n_neighbors + 1:
@@ -299,6 +326,11 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         ----------
         X
             ``(n_cells, n_features)`` dense array, SciPy sparse matrix or torch tensor.
+            Any numeric dtype is accepted and converted to ``dtype`` without
+            modifying ``X``; NaN or infinite values raise a ``ValueError``.
+            Unlike :func:`gbumap.tl.fit`, the estimator does not warn about
+            integer-valued input that looks like raw counts: it takes any kind
+            of data (e.g. images with integer pixel values).
         y
             Ignored; present for scikit-learn compatibility.
         graph
@@ -331,7 +363,12 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         t0 = time.perf_counter()
         self.n_features_in_ = n_features
         if self.baseline == "mean":
-            self.baseline_ = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+            # Accumulate in float64, so a constant feature gets exactly its value as baseline
+            # (offset 0, contribution exactly 0; a float32 running sum does not guarantee it),
+            # then round to the model's dtype, so that input filled with the baseline (e.g.
+            # tl.transform(fill_missing="baseline")) also gives an offset of exactly 0.
+            mean = np.asarray(X.mean(axis=0, dtype=np.float64), dtype=np.float64).ravel()
+            self.baseline_ = mean.astype(self._np_dtype).astype(np.float64)
         else:
             self.baseline_ = np.zeros(n_features)
         if components is not None:
@@ -344,7 +381,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             self.explained_variance_ = None
             self._baseline_projection = self.baseline_ @ components.T.astype(np.float64)
         elif self.pca_components is not None:
-            center = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+            center = np.asarray(X.mean(axis=0, dtype=np.float64), dtype=np.float64).ravel()
             comps, var = randomized_pca(
                 X, self.pca_components, center=center.astype(self._np_dtype), random_state=seed
             )
@@ -414,7 +451,10 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             verbose=self.verbose,
             engine=self._resolve_engine(device),
         )
-        result = train_encoder(encoder, Z, graph, config)
+        if self.checkpoint_path is None:
+            result = train_encoder(encoder, Z, graph, config)
+        else:
+            result = self._train_with_checkpoint(encoder, Z, graph, config, train_encoder)
         timings["training"] = time.perf_counter() - t0
         if degree != 1 or self.encoder is not None:
             check_homogeneous(encoder, check_rows, degree=degree)
@@ -434,6 +474,43 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         timings["embed"] = time.perf_counter() - t0
         self.timings_ = timings
         return self
+
+    def _train_with_checkpoint(self, encoder: nn.Module, Z: torch.Tensor, graph, config, train_encoder):
+        """Run ``train_encoder`` and save a checkpoint at its end or on ``KeyboardInterrupt``."""
+        params = {id(p) for p in encoder.parameters()}
+        steps = [0]
+
+        def count_steps(optimizer, args, kwargs) -> None:
+            if any(id(p) in params for group in optimizer.param_groups for p in group["params"]):
+                steps[0] += 1
+
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        handle = register_optimizer_step_post_hook(count_steps)
+        try:
+            result = train_encoder(encoder, Z, graph, config)
+        except KeyboardInterrupt:
+            self._save_checkpoint(encoder, steps[0], config.n_steps, interrupted=True)
+            raise
+        finally:
+            handle.remove()
+        self._save_checkpoint(encoder, result.n_steps_run, config.n_steps, interrupted=False)
+        return result
+
+    def _save_checkpoint(self, encoder: nn.Module, step: int, n_steps: int, *, interrupted: bool) -> None:
+        path = os.fspath(self.checkpoint_path)
+        state = {
+            "format": "gbumap-checkpoint",
+            "state_dict": {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()},
+            "step": int(step),
+            "n_steps": int(n_steps),
+            "interrupted": bool(interrupted),
+            "n_inputs": int(self.n_inputs_),
+            "n_components": int(self.n_components),
+        }
+        tmp = f"{path}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # never leave a half-written checkpoint behind
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
         """Fit and return the embedding of ``X`` (the encoder's output)."""

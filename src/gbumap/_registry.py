@@ -235,6 +235,19 @@ def decode_model(reg: Mapping, encoder=None):
         activation = _as_str(_field(enc, "activation", "encoder/"), "encoder/activation")
         if activation not in ("prelu", "leaky_relu", "relu"):
             raise RegistryError(f"Unknown encoder activation {activation!r} in registry.")
+        # Check the architecture against the stored weights *before* allocating it, so that a
+        # crafted file cannot make us build a huge network (e.g. hidden=[10**9]).
+        widths = (n_inputs, *hidden, n_outputs)
+        raw_state = _field(enc, "state", "encoder/")
+        if not isinstance(raw_state, Mapping):
+            raise RegistryError("Registry field 'encoder/state' must be a mapping of arrays.")
+        n_stored = sum(int(_numeric(v, f"encoder/state/{k}").size) for k, v in raw_state.items())
+        n_needed = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+        if min(widths) < 1 or n_needed > n_stored:
+            raise RegistryError(
+                f"Registry encoder widths {list(widths)} need {n_needed} weights but the file stores {n_stored}; "
+                "the file is damaged or was edited."
+            )
         module = HomogeneousMLP(
             n_inputs,
             n_outputs,
@@ -271,6 +284,10 @@ def decode_model(reg: Mapping, encoder=None):
 
     params["encoder"] = encoder
     model = GlassBoxUMAP(**params)
+    try:
+        model._validate_params()
+    except (TypeError, ValueError) as err:
+        raise RegistryError(f"Registry parameters are invalid: {err}") from err
     dtype = torch.float64 if params["dtype"] == "float64" else torch.float32
     module.load_state_dict(tensors)
     module = module.to(dtype=dtype).eval()

@@ -84,7 +84,17 @@ def _fit(args: argparse.Namespace) -> int:
 
     from . import tl
 
-    adata = ad.read_h5ad(args.input)
+    source, target = Path(args.input), Path(args.output)
+    if not source.is_file():
+        raise FileNotFoundError(f"input file {str(source)!r} does not exist.")
+    if not target.resolve().parent.is_dir():
+        raise FileNotFoundError(f"the folder of the output file {str(target)!r} does not exist.")
+    if target.resolve() == source.resolve():
+        raise ValueError("the output file must differ from the input file.")
+    try:
+        adata = ad.read_h5ad(source)
+    except OSError as err:
+        raise OSError(f"cannot read {str(source)!r} as an .h5ad file ({err}).") from err
     params = {}
     if args.n_steps is not None:
         params["n_steps"] = args.n_steps
@@ -156,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError, OSError) as err:
-        print(f"gbumap {args.command}: error: {err}", file=sys.stderr)
+    except (KeyError, ValueError, TypeError, OSError) as err:
+        # KeyError's str() adds quotes around the message; print the message itself
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"gbumap {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

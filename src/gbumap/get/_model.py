@@ -61,9 +61,9 @@ class ModelView:
     def jacobian_key(self) -> str:
         return f"{self.key}_jacobian"
 
-    def matrix(self, adata: AnnData, features: np.ndarray | None = None) -> Matrix:
+    def matrix(self, adata: AnnData, features: np.ndarray | None = None, rows=None) -> Matrix:
         wanted = self.feature_names if features is None else features
-        mat, _ = feature_matrix(adata, self.spec, wanted, fill=self.fill)
+        mat, _ = feature_matrix(adata, self.spec, wanted, fill=self.fill, rows=rows)
         return mat
 
     def iter_contributions(
@@ -77,10 +77,14 @@ class ModelView:
         """Yield ``(rows, C)`` with exact ``(len(rows), n_components, n_features)`` contributions.
 
         Uses ``jacobian`` when given (all cells), else the Jacobians stored in
-        ``obsm`` (lossless), else computes them from the model.
+        ``obsm`` (lossless), else computes them from the model. The input is
+        read one batch of rows at a time, so memory stays bounded by
+        ``batch_size`` whatever the number of cells.
         """
+        from .._validation import check_batch_size
+
+        batch_size = check_batch_size(batch_size)
         est = self.estimator
-        X = self.matrix(adata)
         comps = est.components_
         baseline = est.baseline_
         if feature_idx is not None:
@@ -97,14 +101,16 @@ class ModelView:
             )
         for start in range(0, len(obs_idx), batch_size):
             rows = obs_idx[start : start + batch_size]
-            block = X[rows]
+            block = self.matrix(adata, rows=rows)
             if stored is not None:
                 jac = np.asarray(stored[rows])
             else:
                 jac = est.input_jacobian(block)
-            dense = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
             if feature_idx is not None:
-                dense = dense[:, feature_idx]
+                block = block[:, feature_idx]
+                if comps is None:  # no PCA: the Jacobian is per feature, so subset it too
+                    jac = jac[:, :, feature_idx]
+            dense = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
             offset = (dense.astype(np.float64) - baseline).astype(jac.dtype)
             yield rows, contributions_from_jacobian(jac, offset, comps, est.homogeneity_degree_)
 

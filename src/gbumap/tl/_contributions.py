@@ -7,6 +7,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from ..get._contributions import measure_reconstruction
+from .._validation import check_batch_size
 from ..get._model import model_view
 
 __all__ = ["contributions"]
@@ -78,6 +79,7 @@ def contributions(
     --------
     >>> gbumap.tl.contributions(adata, top_genes=20)  # doctest: +SKIP
     """
+    batch_size = check_batch_size(batch_size)
     view = model_view(adata, key)
     est = view.estimator
     est.verbose = verbose
@@ -91,7 +93,14 @@ def contributions(
     emb_key = f"X_{key}"
     if emb_key not in adata.obsm:
         raise KeyError(f"obsm[{emb_key!r}] not found; run gbumap.tl.fit(adata, key_added={key!r}) first.")
-    jac = est.input_jacobian(view.matrix(adata), batch_size=batch_size)
+    # read the input one batch of cells at a time: memory beyond the output stays bounded
+    n = adata.n_obs
+    jac = np.empty((n, est.n_components, est.n_inputs_), dtype=est._np_dtype)
+    with est._progress(n, "gbumap jacobians") as bar:
+        for start in range(0, n, batch_size):
+            rows = slice(start, min(start + batch_size, n))
+            jac[rows] = est.input_jacobian(view.matrix(adata, rows=rows), batch_size=batch_size)
+            bar.update(rows.stop - rows.start)
     error = measure_reconstruction(adata, view, jacobian=jac, batch_size=batch_size)
     layer = _top_k_layer(adata, view, top_genes, jac, batch_size) if top_genes is not None else None
 

@@ -11,6 +11,7 @@ from anndata import AnnData
 
 from .._anndata_input import InputSpec, feature_matrix, missing_key_error, resolve_input
 from .._registry import encode_model
+from .._validation import check_finite, looks_like_counts
 
 __all__ = ["fit"]
 
@@ -111,6 +112,33 @@ def fit(
 ) -> AnnData | None:
     """Train a glass-box UMAP and write its embedding and model.
 
+    The input is checked before anything is written: missing keys, NaN or
+    infinite values, duplicated ``var_names`` and invalid parameters raise an
+    error and leave ``adata`` exactly as it was (also when training is
+    interrupted with Ctrl-C). Results are written only once everything has
+    succeeded.
+
+    Input conventions:
+
+    * **Scale.** Gene-level input should be log-normalised. When a sample of
+      the values is integer-valued with a maximum above 50, the data look like
+      raw counts and a ``UserWarning`` suggests ``sc.pp.normalize_total`` and
+      ``sc.pp.log1p``. Negative values are accepted without a warning: they are
+      legitimate for scaled or centred data (``sc.pp.scale``).
+    * **Constant or all-zero genes** are fine: they contribute exactly 0 with
+      the ``"mean"`` baseline (and with ``"zero"`` when they are all zero).
+    * **Dtypes and formats.** Integer, float16, float32 and float64 input,
+      dense or sparse (CSR or CSC), is converted to the model's ``dtype``
+      without changing the stored matrix.
+    * **Views.** ``adata[mask]`` works: as with any scanpy tool, writing the
+      results turns the view into an actual AnnData (anndata emits an
+      ``ImplicitModificationWarning``); the parent object is never modified.
+    * **Backed mode.** An AnnData opened with ``read_h5ad(path, backed="r")``
+      is refused with a ``ValueError`` when the input is ``X``, because the PCA,
+      the graph and training need the matrix in memory; load it with
+      ``adata = adata.to_memory()`` first. (Layers and ``obsm`` of a backed
+      object are already in memory and can be used with ``layer=``/``use_rep=``.)
+
     Parameters
     ----------
     adata
@@ -176,6 +204,7 @@ def fit(
         rep = np.asarray(adata.obsm[use_rep])
         if rep.ndim != 2:
             raise ValueError(f"obsm[{use_rep!r}] must be 2-D; got shape {rep.shape}.")
+        check_finite(rep, name=f"obsm[{use_rep!r}]")  # before any warning about the representation
         n_cols = rep.shape[1] if not n_pcs else min(int(n_pcs), rep.shape[1])
         if "pca_components" in params and params["pca_components"] is not None:
             raise ValueError("pca_components cannot be combined with use_rep; the representation is already reduced.")
@@ -209,6 +238,17 @@ def fit(
         if params.get("pca_components") is not None:
             projection_source = "gbumap_pca"
         rep_name = "X" if layer is None else f"layer:{layer}"
+
+    if attribution == "genes":
+        top = looks_like_counts(matrix)
+        if top is not None:
+            warnings.warn(
+                f"The input ({spec.description}) looks like raw counts: the sampled values are all integers, "
+                f"up to {top:g}. gbumap expects log-normalised expression; run sc.pp.normalize_total(adata) "
+                "and sc.pp.log1p(adata) first, or pass layer= with normalised values.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     graph = None
     neighbors_info = {"source": "gbumap"}

@@ -8,7 +8,7 @@ from anndata import AnnData
 
 from ._contributions import contributions
 from ._fit import fit
-from ._rank import rank_features
+from ._rank import check_groupby, rank_features
 
 __all__ = ["glassbox_umap"]
 
@@ -63,6 +63,10 @@ def glassbox_umap(
     >>> "X_gbumap" in adata.obsm and "rank_features_gbumap" in adata.uns
     True
     """
+    if groupby is not None:  # fail before training, not after it
+        check_groupby(adata, groupby)
+    if top_genes is not None and (isinstance(top_genes, bool) or int(top_genes) < 1):
+        raise ValueError(f"top_genes must be a positive integer; got {top_genes!r}.")
     work = fit(adata, key_added=key_added, copy=True, verbose=verbose, **fit_params)
     contributions(work, key=key_added, top_genes=top_genes, verbose=verbose)
     if groupby is not None:

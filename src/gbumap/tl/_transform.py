@@ -11,6 +11,7 @@ from anndata import AnnData
 
 from .._anndata_input import InputSpec, feature_matrix
 from .._registry import decode_model, registry_for
+from .._validation import check_batch_size
 
 __all__ = ["transform"]
 
@@ -67,6 +68,11 @@ def transform(
     """
     if fill_missing not in (None, "baseline", "zero"):
         raise ValueError(f"fill_missing must be None, 'baseline' or 'zero'; got {fill_missing!r}.")
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"Expected an AnnData object as the query; got {type(adata).__name__}.")
+    if adata.n_obs == 0:
+        raise ValueError(f"The query AnnData is empty ({adata.n_obs} cells × {adata.n_vars} genes).")
+    batch_size = check_batch_size(batch_size)
     if isinstance(reference, AnnData):
         reg = registry_for(reference, key)
     else:
@@ -79,6 +85,13 @@ def transform(
     missing = np.array([], dtype=str)
     fill = None
     if spec.use_rep is None:
+        if adata.var_names.has_duplicates:
+            dups = adata.var_names[adata.var_names.duplicated()].unique()
+            raise ValueError(
+                f"The query's var_names contain {len(dups)} duplicated name(s) ({', '.join(map(str, dups[:5]))}"
+                f"{' …' if len(dups) > 5 else ''}); genes are matched to the model by name, so call "
+                "adata.var_names_make_unique() first."
+            )
         missing = names[adata.var_names.get_indexer(pd.Index(names)) < 0]
         if len(missing) and fill_missing is None:
             raise KeyError(
@@ -90,9 +103,16 @@ def transform(
         if len(missing):
             base = dict(zip(names.tolist(), model.baseline_.tolist()))
             fill = {g: (base[g] if fill_missing == "baseline" else 0.0) for g in missing}
-    X, _ = feature_matrix(adata, spec, names, fill=fill)
-    embedding = model.transform(X).astype(np.float32)
-    jac = model.input_jacobian(X, batch_size=batch_size) if contributions else None
+    # read the query one batch of cells at a time, so memory beyond the outputs stays bounded
+    n = adata.n_obs
+    embedding = np.empty((n, model.n_components), dtype=np.float32)
+    jac = np.empty((n, model.n_components, model.n_inputs_), dtype=model._np_dtype) if contributions else None
+    for start in range(0, n, batch_size):
+        rows = slice(start, min(start + batch_size, n))
+        X, _ = feature_matrix(adata, spec, names, fill=fill, rows=rows)
+        embedding[rows] = model.transform(X)
+        if jac is not None:
+            jac[rows] = model.input_jacobian(X, batch_size=batch_size)
 
     key_added = key if key_added is None else key_added
     new_reg = {k: v for k, v in reg.items() if k != "contributions"}
