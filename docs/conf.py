@@ -62,7 +62,7 @@ numpydoc_xref_param_type = False
 # incremental build notices a page that has just appeared.
 OPTIONAL_PAGES = {
     "performance": "{doc}`performance` has the measured speed, memory and embedding quality against umap-learn.",
-    "scale": "{doc}`scale` covers memory and run time on large data sets.",
+    "scale": "{doc}`scale` shows what streams, the measured peak memory and how to work with backed (on-disk) data.",
 }
 
 

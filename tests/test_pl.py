@@ -256,3 +256,11 @@ def test_bad_arguments(adata):
         gbumap.pl.feature_bars(adata, groupby=GROUPBY, group="not_a_group")
     with pytest.raises(ValueError, match="kind"):
         gbumap.pl.rank_features(adata, GROUPBY, kind="violin")
+
+
+def test_reconstruction_accepts_legend_loc(pbmc_fitted):
+    import matplotlib.pyplot as plt
+
+    fig = gbumap.pl.reconstruction(pbmc_fitted, color="bulk_labels", legend_loc="on data", return_fig=True, show=False)
+    assert len(fig.axes) >= 3
+    plt.close(fig)

@@ -9,7 +9,8 @@ and contain no errors.
 
 from __future__ import annotations
 
-import importlib.util
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_runner():
-    spec = importlib.util.spec_from_file_location("gbumap_tutorial_runner", ROOT / "tutorials" / "execute.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """``tutorials/execute.py`` as a module, compiled in memory (no ``__pycache__`` in the repository)."""
+    path = ROOT / "tutorials" / "execute.py"
+    module = types.ModuleType("gbumap_tutorial_runner")
+    module.__file__ = str(path)
+    sys.modules[module.__name__] = module
+    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
     return module
 
 

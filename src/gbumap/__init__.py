@@ -21,12 +21,13 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-__all__ = ["GlassBoxUMAP", "tl", "pl", "get", "datasets", "__version__"]
+__all__ = ["GlassBoxUMAP", "NotHomogeneousError", "tl", "pl", "get", "datasets", "__version__"]
 
 _SUBMODULES = {"tl", "pl", "get", "datasets"}
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import datasets, get, pl, tl
+    from ._encoder import NotHomogeneousError
     from ._estimator import GlassBoxUMAP
 
 
@@ -40,6 +41,11 @@ def __getattr__(name: str) -> Any:
 
         globals()[name] = GlassBoxUMAP
         return GlassBoxUMAP
+    if name == "NotHomogeneousError":
+        from ._encoder import NotHomogeneousError
+
+        globals()[name] = NotHomogeneousError
+        return NotHomogeneousError
     raise AttributeError(f"module 'gbumap' has no attribute {name!r}")
 
 

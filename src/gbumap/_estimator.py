@@ -306,7 +306,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         return out
 
     def _progress(self, total: int, desc: str):
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # text bars: tqdm.auto warns in Jupyter without ipywidgets
 
         return tqdm(total=total, desc=desc, disable=not self.verbose or total < 50_000, leave=False)
 

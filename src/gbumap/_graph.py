@@ -18,8 +18,13 @@ __all__ = ["find_ab_params", "fuzzy_simplicial_set", "nearest_neighbors", "graph
 
 _SMOOTH_K_TOLERANCE = 1e-5
 _MIN_K_DIST_SCALE = 1e-3
-# Below this many cells an exact search is cheaper than building an index.
+# Below this many cells an exact search is cheaper than building an index; for the
+# euclidean/cosine metrics a blocked matrix-product search stays cheaper than
+# pynndescent (whose numba JIT alone costs tens of seconds per fresh process)
+# up to about 100k cells.
 EXACT_KNN_MAX_CELLS = 4096
+EXACT_MATMUL_KNN_MAX_CELLS = 100_000
+_MATMUL_METRICS = ("euclidean", "cosine")
 
 
 def find_ab_params(spread: float = 1.0, min_dist: float = 0.1) -> tuple[float, float]:
@@ -64,6 +69,36 @@ def _exact_knn(X: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarr
     return indices, dists
 
 
+def _matmul_knn(X: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Exact kNN from blocked ``|a|² + |b|² - 2a·b`` products (torch, multithreaded)."""
+    import torch
+
+    data = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    if metric == "cosine":
+        data = torch.nn.functional.normalize(data, dim=1)
+    n = data.shape[0]
+    sq = (data * data).sum(1)
+    indices = np.empty((n, k), dtype=np.int64)
+    dists = np.empty((n, k), dtype=np.float32)
+    chunk = max(1, min(n, 2**23 // max(n, 1)))
+    with torch.no_grad():
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            # |b|² - 2a·b ranks neighbours like the squared distance (|a|² is constant per row)
+            block = torch.addmm(sq[None, :], data[start:stop], data.T, alpha=-2.0)
+            rows = torch.arange(stop - start)
+            block[rows, rows + start] = -torch.inf  # each cell is its own first neighbour
+            d, i = torch.topk(block, k, dim=1, largest=False, sorted=True)
+            d = d + sq[start:stop, None]
+            indices[start:stop] = i.numpy()
+            dists[start:stop] = d.clamp_min_(0).numpy()
+    dists = np.sqrt(dists)
+    if metric == "cosine":
+        dists = dists**2 / 2.0  # 1 - cos from the chord length of unit vectors
+    dists[:, 0] = 0.0
+    return indices, dists
+
+
 def nearest_neighbors(
     X: np.ndarray | sp.spmatrix,
     n_neighbors: int,
@@ -75,8 +110,9 @@ def nearest_neighbors(
 ) -> tuple[np.ndarray, np.ndarray]:
     """k nearest neighbours of every row, itself included as the first.
 
-    Exact search for small inputs (``exact=None`` and fewer than 4,096 rows);
-    pynndescent's approximate search otherwise.
+    Exact search when ``exact=None`` and the input is small (below 4,096
+    rows, any metric) or dense, euclidean or cosine and below 100,000 rows
+    (a blocked matrix product); pynndescent's approximate search otherwise.
 
     Returns
     -------
@@ -85,9 +121,12 @@ def nearest_neighbors(
     """
     n = X.shape[0]
     k = min(n_neighbors, n)
+    matmul_ok = metric in _MATMUL_METRICS and not sp.issparse(X)
     if exact is None:
-        exact = n <= EXACT_KNN_MAX_CELLS
+        exact = n <= EXACT_KNN_MAX_CELLS or (matmul_ok and n <= EXACT_MATMUL_KNN_MAX_CELLS)
     if exact:
+        if matmul_ok:
+            return _matmul_knn(np.asarray(X), k, metric)
         dense = X.toarray() if sp.issparse(X) else np.asarray(X)
         return _exact_knn(dense, k, metric)
     from pynndescent import NNDescent

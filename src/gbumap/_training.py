@@ -149,7 +149,7 @@ def train_encoder(
     """
     import time
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: tqdm.auto warns in Jupyter without ipywidgets
 
     device = Z.device
     heads, tails, cdf = _edge_tensors(graph, device, Z.dtype)

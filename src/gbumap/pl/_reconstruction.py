@@ -106,10 +106,13 @@ def reconstruction(
     fig = plt.figure(figsize=(panel_size[0] * (3.2 + legend_space), panel_size[1]))
     grid = fig.add_gridspec(1, 5, width_ratios=[1, 0.12, 1, legend_space, 1], wspace=0.05)
     axes = [fig.add_subplot(grid[0, i]) for i in (0, 2, 4)]
+    legend_loc = kwargs.pop("legend_loc", "right margin")
     common = dict(color=color, size=size, show=False, save=False, **kwargs)
     # one legend (on the rebuilt panel) is enough: both panels share the colours
     sc.pl.embedding(shell, basis=key, ax=axes[0], title=f"obsm['X_{key}']", legend_loc=None, **common)
-    sc.pl.embedding(shell, basis=rebuilt_key, ax=axes[1], title="sum of gene contributions", **common)
+    sc.pl.embedding(
+        shell, basis=rebuilt_key, ax=axes[1], title="sum of gene contributions", legend_loc=legend_loc, **common
+    )
     if axes[1].get_xlabel():
         axes[1].set_xlabel(f"{key}1 (rebuilt)")
         axes[1].set_ylabel(f"{key}2 (rebuilt)")
