@@ -10,6 +10,13 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+_SCORE_TEXT = {
+    "logfc": "log2 ratio of the group's mean L2 contribution to the rest's",
+    "t": "Welch's t of the L2 contribution, group vs rest",
+    "mean": "the group's mean L2 contribution",
+}
+
+
 def _summary(adata, key: str, groupby: str | None, n_top: int = 5) -> str:
     import scanpy as sc
 
@@ -23,7 +30,8 @@ def _summary(adata, key: str, groupby: str | None, n_top: int = 5) -> str:
     ]
     rank_key = f"rank_features_{key}"
     if groupby is not None and rank_key in adata.uns:
-        lines.append(f"top genes per {groupby} (mean L2 contribution):")
+        score = str(adata.uns[rank_key]["params"].get("score", "logfc"))
+        lines.append(f"top genes per {groupby} (ranked by {_SCORE_TEXT.get(score, score)}):")
         for group in adata.uns[rank_key]["names"].dtype.names:
             df = sc.get.rank_genes_groups_df(adata, group, key=rank_key).head(n_top)
             lines.append(f"  {group}: {', '.join(df['names'].astype(str))}")
