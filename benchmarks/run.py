@@ -194,6 +194,14 @@ def derived(rows: dict) -> dict:
     if reuse and s:
         t = reuse["timings"]["total"]
         out["reused_graph_training_plus_contributions_over_sc_tl_umap"] = round(t / s["timings"]["umap"], 3)
+    for tool, label in (("gbumap", "gbumap_stages_s"), ("gbumap_reuse", "gbumap_reused_graph_stages_s")):
+        run = rows.get(tool, {}).get("warm")
+        if run:
+            stages = {k[len("stage_"):]: v for k, v in run["timings"].items() if k.startswith("stage_")}
+            stages["other (imports, checks, writing)"] = run["timings"]["total"] - sum(stages.values())
+            out[label] = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+    if s:
+        out["scanpy_stages_s"] = ", ".join(f"{k} {s['timings'][k]:.1f}" for k in ("pca", "neighbors", "umap"))
     if g:
         out["transform_of_query_with_contributions_s"] = round(g["timings"]["transform_query_with_contributions"], 2)
         out["reconstruction_error"] = f"{g['reconstruction_error']:.1e}"

@@ -38,9 +38,11 @@ def auto_n_steps(n_cells: int) -> int:
 
     A step costs the same for any number of cells, so a fixed budget would
     make large data sets see each edge fewer times; a logarithmic increase
-    (600 steps at 10k cells, ~900 at 300k) keeps quality at little cost.
+    (1,000 steps up to 30k cells, ~1,200 at 90k, ~1,400 at 300k, at most
+    1,600) keeps quality at little cost. Chosen by the sweep in
+    ``benchmarks/sweep_training.py``.
     """
-    return int(np.clip(600 + 200 * np.log10(max(n_cells, 1) / 1e4), 400, 1200))
+    return int(np.clip(1000 + 400 * np.log10(max(n_cells, 1) / 3e4), 1000, 1600))
 
 
 class GlassBoxUMAP(TransformerMixin, BaseEstimator):
@@ -178,7 +180,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         homogeneity_degree: int = 1,
         learning_rate: float = 1e-2,
         n_steps: int | None = None,
-        batch_size: int = 4096,
+        batch_size: int = 1024,
         early_stopping: bool = False,
         random_state: int | None = 0,
         accelerator: str = "auto",
@@ -477,23 +479,11 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
 
     def _train_with_checkpoint(self, encoder: nn.Module, Z: torch.Tensor, graph, config, train_encoder):
         """Run ``train_encoder`` and save a checkpoint at its end or on ``KeyboardInterrupt``."""
-        params = {id(p) for p in encoder.parameters()}
-        steps = [0]
 
-        def count_steps(optimizer, args, kwargs) -> None:
-            if any(id(p) in params for group in optimizer.param_groups for p in group["params"]):
-                steps[0] += 1
+        def save_partial(steps_done: int) -> None:
+            self._save_checkpoint(encoder, steps_done, config.n_steps, interrupted=True)
 
-        from torch.optim.optimizer import register_optimizer_step_post_hook
-
-        handle = register_optimizer_step_post_hook(count_steps)
-        try:
-            result = train_encoder(encoder, Z, graph, config)
-        except KeyboardInterrupt:
-            self._save_checkpoint(encoder, steps[0], config.n_steps, interrupted=True)
-            raise
-        finally:
-            handle.remove()
+        result = train_encoder(encoder, Z, graph, config, on_interrupt=save_partial)
         self._save_checkpoint(encoder, result.n_steps_run, config.n_steps, interrupted=False)
         return result
 

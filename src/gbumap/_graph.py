@@ -1,4 +1,4 @@
-"""The UMAP neighbour graph: kNN search, fuzzy simplicial set, and the a/b curve.
+"""The UMAP neighbour graph from a kNN result: fuzzy simplicial set and the a/b curve.
 
 The fuzzy set follows UMAP (McInnes et al. 2018): each cell's distances are
 shifted by the distance to its nearest neighbour (``rho``) and scaled by a
@@ -14,17 +14,12 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ._knn import nearest_neighbors
+
 __all__ = ["find_ab_params", "fuzzy_simplicial_set", "nearest_neighbors", "graph_from_knn"]
 
 _SMOOTH_K_TOLERANCE = 1e-5
 _MIN_K_DIST_SCALE = 1e-3
-# Below this many cells an exact search is cheaper than building an index; for the
-# euclidean/cosine metrics a blocked matrix-product search stays cheaper than
-# pynndescent (whose numba JIT alone costs tens of seconds per fresh process)
-# up to about 100k cells.
-EXACT_KNN_MAX_CELLS = 4096
-EXACT_MATMUL_KNN_MAX_CELLS = 100_000
-_MATMUL_METRICS = ("euclidean", "cosine")
 
 
 def find_ab_params(spread: float = 1.0, min_dist: float = 0.1) -> tuple[float, float]:
@@ -47,106 +42,6 @@ def find_ab_params(spread: float = 1.0, min_dist: float = 0.1) -> tuple[float, f
     yv = np.where(xv < min_dist, 1.0, np.exp(-(xv - min_dist) / spread))
     (a, b), _ = curve_fit(curve, xv, yv)
     return float(a), float(b)
-
-
-def _exact_knn(X: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    from scipy.spatial.distance import cdist
-
-    n = X.shape[0]
-    indices = np.empty((n, k), dtype=np.int64)
-    dists = np.empty((n, k), dtype=np.float32)
-    chunk = max(1, 2**22 // max(n, 1))
-    for start in range(0, n, chunk):
-        block = cdist(X[start : start + chunk], X, metric=metric)
-        rows = np.arange(block.shape[0])
-        block[rows, start + rows] = -1.0  # force each cell to be its own first neighbour
-        part = np.argpartition(block, kth=min(k, n - 1) - 1, axis=1)[:, :k]
-        part_d = np.take_along_axis(block, part, axis=1)
-        order = np.argsort(part_d, axis=1, kind="stable")
-        indices[start : start + chunk] = np.take_along_axis(part, order, axis=1)
-        dists[start : start + chunk] = np.take_along_axis(part_d, order, axis=1)
-    dists[:, 0] = 0.0
-    return indices, dists
-
-
-def _matmul_knn(X: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Exact kNN from blocked ``|a|² + |b|² - 2a·b`` products (torch, multithreaded)."""
-    import torch
-
-    data = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    if metric == "cosine":
-        data = torch.nn.functional.normalize(data, dim=1)
-    n = data.shape[0]
-    sq = (data * data).sum(1)
-    indices = np.empty((n, k), dtype=np.int64)
-    dists = np.empty((n, k), dtype=np.float32)
-    chunk = max(1, min(n, 2**23 // max(n, 1)))
-    with torch.no_grad():
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
-            # |b|² - 2a·b ranks neighbours like the squared distance (|a|² is constant per row)
-            block = torch.addmm(sq[None, :], data[start:stop], data.T, alpha=-2.0)
-            rows = torch.arange(stop - start)
-            block[rows, rows + start] = -torch.inf  # each cell is its own first neighbour
-            d, i = torch.topk(block, k, dim=1, largest=False, sorted=True)
-            d = d + sq[start:stop, None]
-            indices[start:stop] = i.numpy()
-            dists[start:stop] = d.clamp_min_(0).numpy()
-    dists = np.sqrt(dists)
-    if metric == "cosine":
-        dists = dists**2 / 2.0  # 1 - cos from the chord length of unit vectors
-    dists[:, 0] = 0.0
-    return indices, dists
-
-
-def nearest_neighbors(
-    X: np.ndarray | sp.spmatrix,
-    n_neighbors: int,
-    *,
-    metric: str = "euclidean",
-    random_state: int | None = 0,
-    exact: bool | None = None,
-    verbose: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """k nearest neighbours of every row, itself included as the first.
-
-    Exact search when ``exact=None`` and the input is small (below 4,096
-    rows, any metric) or dense, euclidean or cosine and below 100,000 rows
-    (a blocked matrix product); pynndescent's approximate search otherwise.
-
-    Returns
-    -------
-    indices, distances
-        Arrays of shape ``(n, n_neighbors)``, sorted by distance.
-    """
-    n = X.shape[0]
-    k = min(n_neighbors, n)
-    matmul_ok = metric in _MATMUL_METRICS and not sp.issparse(X)
-    if exact is None:
-        exact = n <= EXACT_KNN_MAX_CELLS or (matmul_ok and n <= EXACT_MATMUL_KNN_MAX_CELLS)
-    if exact:
-        if matmul_ok:
-            return _matmul_knn(np.asarray(X), k, metric)
-        dense = X.toarray() if sp.issparse(X) else np.asarray(X)
-        return _exact_knn(dense, k, metric)
-    from pynndescent import NNDescent
-
-    n_trees = min(64, 5 + int(round((n**0.5) / 20.0)))
-    n_iters = max(5, int(round(np.log2(n))))
-    index = NNDescent(
-        X,
-        n_neighbors=k,
-        metric=metric,
-        random_state=random_state,
-        n_trees=n_trees,
-        n_iters=n_iters,
-        max_candidates=60,
-        low_memory=True,
-        verbose=verbose,
-        compressed=True,
-    )
-    indices, dists = index.neighbor_graph
-    return indices.astype(np.int64), dists.astype(np.float32)
 
 
 def _smooth_knn_dist(dists: np.ndarray, k: int, n_iter: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -11,12 +11,15 @@ data loading.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
+
+from ._optimizer import OneCycleAdam
 
 __all__ = ["TrainingConfig", "TrainingResult", "train_encoder", "resolve_device"]
 
@@ -120,19 +123,19 @@ def _plain_backward(loss: torch.Tensor) -> None:
     loss.backward()
 
 
-def _lightning_setup(encoder: nn.Module, optimizer, device: torch.device, dtype: torch.dtype):
+def _lightning_setup(encoder: nn.Module, device: torch.device, dtype: torch.dtype):
     """Hand device placement, precision and the backward pass to Lightning Fabric.
 
-    Fabric wraps the module and optimizer in place: the parameters stay the
-    same tensors, so the caller keeps using its own ``encoder`` afterwards.
+    Fabric wraps the module in place: the parameters stay the same tensors,
+    so the caller keeps using its own ``encoder`` and optimizer afterwards.
     """
     from lightning.fabric import Fabric
 
     accelerator = {"cuda": "cuda", "mps": "mps"}.get(device.type, "cpu")
     precision = "64-true" if dtype == torch.float64 else "32-true"
     fabric = Fabric(accelerator=accelerator, devices=1, precision=precision)
-    wrapped, optimizer = fabric.setup(encoder, optimizer, move_to_device=False)
-    return wrapped, optimizer, fabric.backward
+    wrapped = fabric.setup_module(encoder, move_to_device=False)
+    return wrapped, fabric.backward
 
 
 def train_encoder(
@@ -140,12 +143,14 @@ def train_encoder(
     Z: torch.Tensor,
     graph: sp.spmatrix,
     config: TrainingConfig,
+    on_interrupt: Callable[[int], None] | None = None,
 ) -> TrainingResult:
     """Fit ``encoder`` so that its layout of ``Z`` matches the fuzzy ``graph``.
 
     ``Z`` must already sit on the training device. Raises ``KeyboardInterrupt``
     unchanged, so a caller that writes results only after training returns
-    leaves its inputs as they were.
+    leaves its inputs as they were; ``on_interrupt`` is called first with the
+    number of optimizer steps completed (e.g. to save a checkpoint).
     """
     import time
 
@@ -156,18 +161,11 @@ def train_encoder(
     gen = torch.Generator(device=device)
     gen.manual_seed(0 if config.random_state is None else int(config.random_state))
 
-    optimizer = torch.optim.Adam(encoder.parameters(), lr=config.learning_rate)
+    n_steps = int(config.n_steps)
+    optimizer = OneCycleAdam(encoder.parameters(), max_lr=config.learning_rate, total_steps=n_steps)
     model, backward = encoder, _plain_backward
     if config.engine == "lightning":
-        model, optimizer, backward = _lightning_setup(encoder, optimizer, device, Z.dtype)
-    n_steps = int(config.n_steps)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=config.learning_rate,
-        total_steps=max(n_steps, 2),
-        pct_start=0.25,
-        anneal_strategy="cos",
-    )
+        model, backward = _lightning_setup(encoder, device, Z.dtype)
     B = int(config.batch_size)
     nsr = int(config.negative_sample_rate)
     log_a = math.log(config.a)
@@ -179,6 +177,7 @@ def train_encoder(
     stale = 0
     stopped_early = False
     step = 0
+    completed = 0
     bar = tqdm(total=n_steps, disable=not config.verbose, desc="gbumap training", unit="step", leave=False)
     try:
         for step in range(n_steps):
@@ -190,11 +189,11 @@ def train_encoder(
             loss = _umap_step_loss(
                 emb[:B], emb[B:], emb, neg_idx, log_a, config.b, nsr, config.repulsion_strength
             )
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             backward(loss)
+            lrs[step] = optimizer.lr
             optimizer.step()
-            lrs[step] = schedule.get_last_lr()[0]
-            schedule.step()
+            completed = step + 1
             losses[step] = loss.detach()
             if (step + 1) % config.check_every == 0 or step + 1 == n_steps:
                 window = float(losses[max(0, step + 1 - config.check_every) : step + 1].mean())
@@ -213,6 +212,10 @@ def train_encoder(
                         if stale >= config.patience:
                             stopped_early = True
                             break
+    except KeyboardInterrupt:
+        if on_interrupt is not None:
+            on_interrupt(completed)
+        raise
     finally:
         bar.close()
     encoder.eval()

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from ._docs import CELL_SELECTION, SHOW_SAVE, doc_params
 from ._utils import (
     Component,
     check_component,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["contribution", "feature_bars", "mean_contributions"]
 
 
+@doc_params(show_save=SHOW_SAVE)
 def contribution(
     adata: AnnData,
     genes: str | Sequence[str],
@@ -82,12 +84,7 @@ def contribution(
         Width and height of one panel, in inches.
     batch_size
         Cells per batch when rebuilding contributions.
-    show
-        Show the figure; ``None`` shows it only in matplotlib's interactive mode.
-    save
-        Path to write the figure to (``True``: ``sc.settings.figdir``).
-    return_fig
-        Return the matplotlib figure.
+    {show_save}
     **kwargs
         Passed to :func:`scanpy.pl.embedding` for every panel.
 
@@ -150,6 +147,7 @@ def contribution(
     return finish(fig, axes, name="contribution", show=show, save=save, return_fig=return_fig)
 
 
+@doc_params(cell_selection=CELL_SELECTION)
 def mean_contributions(
     adata: AnnData,
     obs: np.ndarray | Sequence[str] | Sequence[int] | None = None,
@@ -168,11 +166,7 @@ def mean_contributions(
     ----------
     adata
         AnnData with a fitted model under ``key``.
-    obs
-        Cells: ``None`` (all), a boolean mask, obs names or integer positions.
-    groupby, group
-        Restrict to the cells whose ``obs[groupby]`` is ``group`` (one name
-        or several); combined with ``obs`` when both are given.
+    {cell_selection}
     component
         ``"l2"``, ``"normed_l2"`` or a signed axis index.
     key
@@ -203,6 +197,7 @@ def _mean_over(adata: AnnData, view, rows: np.ndarray, component: Component, nam
     return pd.Series(total / len(rows), index=pd.Index(view.feature_names, name="gene"), name=name)
 
 
+@doc_params(show_save=SHOW_SAVE, cell_selection=CELL_SELECTION)
 def feature_bars(
     adata: AnnData,
     obs: np.ndarray | Sequence[str] | Sequence[int] | None = None,
@@ -230,11 +225,7 @@ def feature_bars(
     ----------
     adata
         AnnData with a fitted model under ``key``.
-    obs
-        Cells: ``None`` (all), a boolean mask, obs names or integer positions.
-    groupby, group
-        Restrict to the cells whose ``obs[groupby]`` is ``group`` (one name
-        or several); combined with ``obs`` when both are given.
+    {cell_selection}
     component
         ``"l2"`` (mean distance each gene moves the cells), ``"normed_l2"``
         (mean share of each cell's total) or an axis index (mean signed push
@@ -250,12 +241,7 @@ def feature_bars(
         Draw into this matplotlib axes.
     batch_size
         Cells per batch.
-    show
-        Show the figure; ``None`` shows it only in matplotlib's interactive mode.
-    save
-        Path to write the figure to (``True``: ``sc.settings.figdir``).
-    return_fig
-        Return the matplotlib figure.
+    {show_save}
     **kwargs
         Passed to :meth:`matplotlib.axes.Axes.barh`.
 

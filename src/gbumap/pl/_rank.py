@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._anndata_input import missing_key_error
+from ._docs import SHOW_SAVE, doc_params
 from ._utils import Component, check_component, component_label, finish, group_colors, is_signed, model, panel_grid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,6 +47,7 @@ def _compute_shell(adata: AnnData, groupby: str, key: str) -> AnnData:
     return shell
 
 
+@doc_params(show_save=SHOW_SAVE)
 def rank_features(
     adata: AnnData,
     groupby: str,
@@ -105,12 +107,7 @@ def rank_features(
         Width and height of one bar panel, in inches.
     ax
         For ``kind="dotplot"``: draw into this axes.
-    show
-        Show the figure; ``None`` shows it only in matplotlib's interactive mode.
-    save
-        Path to write the figure to (``True``: ``sc.settings.figdir``).
-    return_fig
-        Return the matplotlib figure.
+    {show_save}
     **kwargs
         For ``kind="dotplot"``, passed to
         :func:`scanpy.pl.rank_genes_groups_dotplot` (``dendrogram`` defaults

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from ._docs import SHOW_SAVE, doc_params
 from ._utils import color_columns, embedding_key, finish, model, plot_shell
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,6 +28,7 @@ def _rebuilt(adata: AnnData, key: str, batch_size: int) -> np.ndarray:
     return out
 
 
+@doc_params(show_save=SHOW_SAVE)
 def reconstruction(
     adata: AnnData,
     *,
@@ -67,12 +69,7 @@ def reconstruction(
         Width and height of one panel, in inches.
     batch_size
         Cells per batch when rebuilding contributions.
-    show
-        Show the figure; ``None`` shows it only in matplotlib's interactive mode.
-    save
-        Path to write the figure to (``True``: ``sc.settings.figdir``).
-    return_fig
-        Return the matplotlib figure.
+    {show_save}
     **kwargs
         Passed to :func:`scanpy.pl.embedding` for both scatter panels.
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from ._docs import SHOW_SAVE, doc_params
 from ._utils import finish, iter_component, model, plot_shell
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,6 +89,7 @@ def top_feature_groups(
     return pd.Series(labels, index=adata.obs_names.copy(), name=f"top_feature_{key}")
 
 
+@doc_params(show_save=SHOW_SAVE)
 def top_features(
     adata: AnnData,
     n_top: int = 10,
@@ -137,12 +139,7 @@ def top_features(
         Where the gene legend goes, as in :func:`scanpy.pl.embedding`.
     ax
         Draw into this matplotlib axes.
-    show
-        Show the figure; ``None`` shows it only in matplotlib's interactive mode.
-    save
-        Path to write the figure to (``True``: ``sc.settings.figdir``).
-    return_fig
-        Return the matplotlib figure.
+    {show_save}
     **kwargs
         Passed on to :func:`scanpy.pl.embedding` (``frameon``, ``legend_fontsize``, ...).
 

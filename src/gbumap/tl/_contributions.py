@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
@@ -73,12 +75,14 @@ def contributions(
     -------
     ``None`` or the new AnnData, with ``obsm["<key>_jacobian"]`` of shape
     ``(n_obs, n_components, n_inputs)``, the measured reconstruction error in
-    ``uns[key]["reconstruction_error"]`` and, with ``top_genes``, the layer.
+    ``uns[key]["reconstruction_error"]``, the seconds taken in
+    ``uns[key]["timings"]["contributions"]`` and, with ``top_genes``, the layer.
 
     Examples
     --------
     >>> gbumap.tl.contributions(adata, top_genes=20)  # doctest: +SKIP
     """
+    started = time.perf_counter()
     batch_size = check_batch_size(batch_size)
     view = model_view(adata, key)
     est = view.estimator
@@ -108,6 +112,7 @@ def contributions(
     target.obsm[view.jacobian_key] = jac
     reg = dict(target.uns[key])
     reg["reconstruction_error"] = error
+    reg["timings"] = {**dict(reg.get("timings", {})), "contributions": time.perf_counter() - started}
     reg["contributions"] = {"jacobian_key": view.jacobian_key, "dtype": str(jac.dtype)}
     if layer is not None:
         layer_key = f"{key}_l2"

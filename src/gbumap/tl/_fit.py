@@ -190,6 +190,39 @@ def fit(
     >>> gbumap.tl.fit(adata, n_steps=100, verbose=False)
     >>> sc.pl.embedding(adata, basis="gbumap", color="bulk_labels")  # doctest: +SKIP
     """
+    return _fit(
+        adata,
+        use_rep=use_rep,
+        layer=layer,
+        mask_var=mask_var,
+        n_pcs=n_pcs,
+        neighbors_key=neighbors_key,
+        key_added=key_added,
+        copy=copy,
+        verbose=verbose,
+        random_state=random_state,
+        measure_error=True,
+        params=params,
+    )
+
+
+def _fit(
+    adata: AnnData,
+    *,
+    use_rep: str | None,
+    layer: str | None,
+    mask_var: str | np.ndarray | bool | None,
+    n_pcs: int | None,
+    neighbors_key: str | None,
+    key_added: str,
+    copy: bool,
+    verbose: bool,
+    random_state: int | None,
+    measure_error: bool,
+    params: dict[str, Any],
+) -> AnnData | None:
+    """:func:`fit`; ``measure_error=False`` leaves the reconstruction check to a following
+    :func:`gbumap.tl.contributions`, which measures it from the Jacobians it computes anyway."""
     from .._estimator import GlassBoxUMAP
 
     params = _estimator_params(params)
@@ -258,7 +291,7 @@ def fit(
 
     est = GlassBoxUMAP(random_state=random_state, verbose=verbose, **params)
     est.fit(matrix, graph=graph, components=components)
-    error = est.reconstruction_error(matrix)
+    error = est.reconstruction_error(matrix) if measure_error else None
 
     registry = encode_model(est)
     registry["input"] = spec.to_dict()
@@ -266,7 +299,8 @@ def fit(
     registry["attribution"] = attribution
     registry["projection"]["source"] = projection_source
     registry["neighbors"] = neighbors_info
-    registry["reconstruction_error"] = error
+    if error is not None:
+        registry["reconstruction_error"] = error
     registry["timings"] = {k: float(v) for k, v in est.timings_.items()}
 
     target = adata.copy() if copy else adata

@@ -7,7 +7,7 @@ from typing import Any
 from anndata import AnnData
 
 from ._contributions import contributions
-from ._fit import fit
+from ._fit import _fit
 from ._rank import check_groupby, rank_features
 
 __all__ = ["glassbox_umap"]
@@ -67,7 +67,19 @@ def glassbox_umap(
         check_groupby(adata, groupby)
     if top_genes is not None and (isinstance(top_genes, bool) or int(top_genes) < 1):
         raise ValueError(f"top_genes must be a positive integer; got {top_genes!r}.")
-    work = fit(adata, key_added=key_added, copy=True, verbose=verbose, **fit_params)
+    named = {k: fit_params.pop(k, None) for k in ("use_rep", "layer", "mask_var", "n_pcs", "neighbors_key")}
+    random_state = fit_params.pop("random_state", 0)
+    # contributions() measures the reconstruction error from its Jacobians: skip fit's own pass
+    work = _fit(
+        adata,
+        **named,
+        key_added=key_added,
+        copy=True,
+        verbose=verbose,
+        random_state=random_state,
+        measure_error=False,
+        params=fit_params,
+    )
     contributions(work, key=key_added, top_genes=top_genes, verbose=verbose)
     if groupby is not None:
         rank_features(work, groupby, key=key_added)

@@ -1,0 +1,223 @@
+"""k-nearest-neighbour search for the UMAP graph.
+
+Three searches, picked by size, metric and format:
+
+* exact, blocked ``cdist`` (any metric, small data);
+* exact, blocked matrix products ``|a|² + |b|² - 2a·b`` in torch (dense
+  euclidean or cosine, up to :data:`EXACT_MATMUL_KNN_MAX_CELLS` cells);
+* clustered (inverted-file) search for larger dense euclidean or cosine data:
+  k-means cells into lists of about :data:`CLUSTER_SIZE`, then search each
+  list's cells among the lists nearest to it and the second-nearest lists of
+  its own cells. Cost grows linearly with the number of cells, and nothing is
+  compiled at run time;
+* pynndescent for other metrics and sparse input beyond the exact range.
+
+The matrix-product searches exist because pynndescent's numba JIT costs tens
+of seconds in every fresh process; ``tests/test_graph.py`` measures the recall
+of the clustered search against the exact one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["nearest_neighbors", "EXACT_KNN_MAX_CELLS", "EXACT_MATMUL_KNN_MAX_CELLS"]
+
+EXACT_KNN_MAX_CELLS = 4096
+EXACT_MATMUL_KNN_MAX_CELLS = 20_000
+CLUSTER_SIZE = 512
+N_PROBE = 8
+_KMEANS_ITERATIONS = 10
+_KMEANS_SAMPLE_PER_LIST = 40
+_MATMUL_METRICS = ("euclidean", "cosine")
+
+
+def _exact_knn(X: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.spatial.distance import cdist
+
+    n = X.shape[0]
+    indices = np.empty((n, k), dtype=np.int64)
+    dists = np.empty((n, k), dtype=np.float32)
+    chunk = max(1, 2**22 // max(n, 1))
+    for start in range(0, n, chunk):
+        block = cdist(X[start : start + chunk], X, metric=metric)
+        rows = np.arange(block.shape[0])
+        block[rows, start + rows] = -1.0  # force each cell to be its own first neighbour
+        part = np.argpartition(block, kth=min(k, n - 1) - 1, axis=1)[:, :k]
+        part_d = np.take_along_axis(block, part, axis=1)
+        order = np.argsort(part_d, axis=1, kind="stable")
+        indices[start : start + chunk] = np.take_along_axis(part, order, axis=1)
+        dists[start : start + chunk] = np.take_along_axis(part_d, order, axis=1)
+    dists[:, 0] = 0.0
+    return indices, dists
+
+
+def _as_tensor(X: np.ndarray, metric: str):
+    import torch
+
+    data = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    if metric == "cosine":
+        data = torch.nn.functional.normalize(data, dim=1)
+    return data
+
+
+def _finish(sq_dists: np.ndarray, metric: str) -> np.ndarray:
+    """Distances from squared euclidean ones (cosine: ``1 - cos`` of unit vectors)."""
+    dists = np.sqrt(np.maximum(sq_dists, 0))
+    if metric == "cosine":
+        dists = dists**2 / 2.0
+    dists[:, 0] = 0.0
+    return dists.astype(np.float32)
+
+
+def _matmul_knn(X: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Exact kNN from blocked ``|a|² + |b|² - 2a·b`` products (torch, multithreaded)."""
+    import torch
+
+    data = _as_tensor(X, metric)
+    n = data.shape[0]
+    sq = (data * data).sum(1)
+    indices = np.empty((n, k), dtype=np.int64)
+    sq_dists = np.empty((n, k), dtype=np.float32)
+    chunk = max(1, min(n, 2**23 // max(n, 1)))
+    with torch.no_grad():
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            # |b|² - 2a·b ranks neighbours like the squared distance (|a|² is constant per row)
+            block = torch.addmm(sq[None, :], data[start:stop], data.T, alpha=-2.0)
+            rows = torch.arange(stop - start)
+            block[rows, rows + start] = -torch.inf  # each cell is its own first neighbour
+            d, i = torch.topk(block, k, dim=1, largest=False, sorted=True)
+            indices[start:stop] = i.numpy()
+            sq_dists[start:stop] = (d + sq[start:stop, None]).numpy()
+    return indices, _finish(sq_dists, metric)
+
+
+def _nearest_centroids(data, centroids, n_nearest: int, chunk: int = 65_536):
+    """Indices of each row's ``n_nearest`` centroids, in blocks of rows."""
+    import torch
+
+    c_sq = (centroids * centroids).sum(1)
+    out = torch.empty((data.shape[0], n_nearest), dtype=torch.int64)
+    for start in range(0, data.shape[0], chunk):
+        block = torch.addmm(c_sq[None, :], data[start : start + chunk], centroids.T, alpha=-2.0)
+        out[start : start + chunk] = torch.topk(block, n_nearest, dim=1, largest=False).indices
+    return out
+
+
+def _kmeans(data, n_lists: int, generator):
+    """Lloyd's k-means on a random sample of rows; returns the centroids."""
+    import torch
+
+    n = data.shape[0]
+    sample = data[torch.randperm(n, generator=generator)[: min(n, _KMEANS_SAMPLE_PER_LIST * n_lists)]]
+    centroids = sample[:n_lists].clone()
+    for _ in range(_KMEANS_ITERATIONS):
+        assign = _nearest_centroids(sample, centroids, 1)[:, 0]
+        counts = torch.bincount(assign, minlength=n_lists)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, sample)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None].to(sums.dtype)
+    return centroids
+
+
+def _clustered_knn(
+    X: np.ndarray, k: int, metric: str, random_state: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate kNN by searching each k-means list among its neighbouring lists."""
+    import torch
+
+    data = _as_tensor(X, metric)
+    n = data.shape[0]
+    n_lists = max(1, n // CLUSTER_SIZE)
+    generator = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
+    sq = (data * data).sum(1)
+    indices = np.empty((n, k), dtype=np.int64)
+    sq_dists = np.empty((n, k), dtype=np.float32)
+    with torch.no_grad():
+        centroids = _kmeans(data, n_lists, generator)
+        two = _nearest_centroids(data, centroids, min(2, n_lists))
+        first = two[:, 0]
+        second = two[:, -1]
+        order = torch.argsort(first, stable=True)
+        bounds = torch.cat([torch.zeros(1, dtype=torch.int64), torch.bincount(first, minlength=n_lists).cumsum(0)])
+        near_lists = _nearest_centroids(centroids, centroids, min(N_PROBE, n_lists))
+        for c in range(n_lists):
+            members = order[bounds[c] : bounds[c + 1]]
+            if members.numel() == 0:
+                continue
+            probe = torch.unique(torch.cat([near_lists[c], second[members]]))
+            probe = probe[probe != c]
+            others = [order[bounds[p] : bounds[p + 1]] for p in probe.tolist()]
+            candidates = torch.cat([members, *others])  # own list first: self sits on the diagonal
+            if candidates.numel() < k:
+                candidates = torch.cat([members, order[(first[order] != c)]])
+            block = torch.addmm(sq[candidates][None, :], data[members], data[candidates].T, alpha=-2.0)
+            rows = torch.arange(members.numel())
+            block[rows, rows] = -torch.inf
+            d, i = torch.topk(block, k, dim=1, largest=False, sorted=True)
+            rows_np = members.numpy()
+            indices[rows_np] = candidates[i].numpy()
+            sq_dists[rows_np] = (d + sq[members, None]).numpy()
+    return indices, _finish(sq_dists, metric)
+
+
+def _pynndescent_knn(
+    X: np.ndarray | sp.spmatrix, k: int, metric: str, random_state: int | None, verbose: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    from pynndescent import NNDescent
+
+    n = X.shape[0]
+    n_trees = min(64, 5 + int(round((n**0.5) / 20.0)))
+    n_iters = max(5, int(round(np.log2(n))))
+    index = NNDescent(
+        X,
+        n_neighbors=k,
+        metric=metric,
+        random_state=random_state,
+        n_trees=n_trees,
+        n_iters=n_iters,
+        max_candidates=60,
+        low_memory=True,
+        verbose=verbose,
+        compressed=True,
+    )
+    indices, dists = index.neighbor_graph
+    return indices.astype(np.int64), dists.astype(np.float32)
+
+
+def nearest_neighbors(
+    X: np.ndarray | sp.spmatrix,
+    n_neighbors: int,
+    *,
+    metric: str = "euclidean",
+    random_state: int | None = 0,
+    exact: bool | None = None,
+    verbose: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest neighbours of every row, itself included as the first.
+
+    With ``exact=None``: exact below 4,096 rows (any metric) and, for dense
+    euclidean or cosine input, below 20,000 rows; above that the clustered
+    search for dense euclidean/cosine input and pynndescent otherwise.
+    ``exact=True`` forces an exact search, ``exact=False`` an approximate one.
+
+    Returns
+    -------
+    indices, distances
+        Arrays of shape ``(n, n_neighbors)``, sorted by distance.
+    """
+    n = X.shape[0]
+    k = min(n_neighbors, n)
+    matmul_ok = metric in _MATMUL_METRICS and not sp.issparse(X)
+    if exact is None:
+        exact = n <= EXACT_KNN_MAX_CELLS or (matmul_ok and n <= EXACT_MATMUL_KNN_MAX_CELLS)
+    if exact:
+        if matmul_ok:
+            return _matmul_knn(np.asarray(X), k, metric)
+        dense = X.toarray() if sp.issparse(X) else np.asarray(X)
+        return _exact_knn(dense, k, metric)
+    if matmul_ok and n > 4 * CLUSTER_SIZE:
+        return _clustered_knn(np.asarray(X), k, metric, random_state)
+    return _pynndescent_knn(X, k, metric, random_state, verbose)

@@ -1,0 +1,43 @@
+"""Parameter descriptions shared by the plotting docstrings (as scanpy's ``_doc_params``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+SHOW_SAVE = """\
+    show
+        Show the figure; ``None`` shows it only in matplotlib's interactive mode.
+    save
+        Path to write the figure to (``True``: ``sc.settings.figdir``).
+    return_fig
+        Return the matplotlib figure."""
+
+CELL_SELECTION = """\
+    obs
+        Cells: ``None`` (all), a boolean mask, obs names or integer positions.
+    groupby, group
+        Restrict to the cells whose ``obs[groupby]`` is ``group`` (one name
+        or several); combined with ``obs`` when both are given."""
+
+
+def doc_params(**blocks: str) -> Callable[[F], F]:
+    """Replace ``{name}`` lines in the docstring with the shared block ``name``.
+
+    Plain replacement rather than ``str.format``, so docstrings keep literal
+    braces such as ``uns[f"{groupby}_colors"]``.
+    """
+
+    def decorate(func: F) -> F:
+        doc = func.__doc__ or ""
+        for name, text in blocks.items():
+            marker = "    {" + name + "}"
+            if marker not in doc:
+                raise ValueError(f"{func.__name__}'s docstring has no {marker.strip()} line")
+            doc = doc.replace(marker, text)
+        func.__doc__ = doc
+        return func
+
+    return decorate
