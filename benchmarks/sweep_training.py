@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 from run import machine_info, quality  # noqa: E402
 
 SETTINGS = [
-    {"batch_size": 4096, "n_steps": 695, "label": "0.1 defaults at 30k (4,096 edges × 695 steps)"},
+    {"batch_size": 4096, "n_steps": 695, "label": "previous defaults at 30k (4,096 edges × 695 steps)"},
     {"batch_size": 4096, "n_steps": 300},
     {"batch_size": 4096, "n_steps": 300, "learning_rate": 0.02},
     {"batch_size": 4096, "n_steps": 600, "hidden_layers": (64, 64, 64)},

@@ -38,7 +38,7 @@ def auto_n_steps(n_cells: int) -> int:
 
     A step costs the same for any number of cells, so a fixed budget would
     make large data sets see each edge fewer times; a logarithmic increase
-    (1,000 steps up to 30k cells, ~1,200 at 90k, ~1,400 at 300k, at most
+    (1,000 steps up to 30k cells, 1,190 at 90k, 1,400 at 300k, at most
     1,600) keeps quality at little cost. Chosen by the sweep in
     ``benchmarks/sweep_training.py``.
     """

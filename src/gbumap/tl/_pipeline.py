@@ -69,17 +69,21 @@ def glassbox_umap(
         raise ValueError(f"top_genes must be a positive integer; got {top_genes!r}.")
     named = {k: fit_params.pop(k, None) for k in ("use_rep", "layer", "mask_var", "n_pcs", "neighbors_key")}
     random_state = fit_params.pop("random_state", 0)
+    # results are written into a scratch object first, so Ctrl-C or an error leaves adata as it was
+    scratch = not (copy or adata.isbacked or adata.is_view)
+    work = _shared_arrays(adata) if scratch else adata
     # contributions() measures the reconstruction error from its Jacobians: skip fit's own pass
-    work = _fit(
-        adata,
+    fitted = _fit(
+        work,
         **named,
         key_added=key_added,
-        copy=True,
+        copy=not scratch,
         verbose=verbose,
         random_state=random_state,
         measure_error=False,
         params=fit_params,
     )
+    work = work if fitted is None else fitted
     contributions(work, key=key_added, top_genes=top_genes, verbose=verbose)
     if groupby is not None:
         rank_features(work, groupby, key=key_added)
@@ -87,6 +91,25 @@ def glassbox_umap(
         return work
     _copy_results(work, adata, key_added)
     return None
+
+
+def _shared_arrays(adata: AnnData) -> AnnData:
+    """An AnnData with its own containers around ``adata``'s arrays.
+
+    New keys written into it do not reach ``adata``, and nothing is copied
+    (a deep copy would hold a second ``X`` in memory). gbumap never writes
+    into existing arrays.
+    """
+    return AnnData(
+        X=adata.X,
+        obs=adata.obs,
+        var=adata.var,
+        uns=dict(adata.uns),
+        obsm=dict(adata.obsm),
+        varm=dict(adata.varm),
+        layers=dict(adata.layers),
+        obsp=dict(adata.obsp),
+    )
 
 
 def _copy_results(source: AnnData, target: AnnData, key: str) -> None:
