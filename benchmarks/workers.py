@@ -54,6 +54,17 @@ def _type_scores(values_per_cell, labels: np.ndarray, categories: list[str]) -> 
     return np.stack([np.asarray(values_per_cell[labels == c].mean(axis=0)).ravel() for c in categories])
 
 
+def _ranking_scores(ranking, var_names) -> tuple[list[str], np.ndarray]:
+    """Per-group gene scores of a rank_genes_groups-format result as ``(n_groups, n_vars)``."""
+    categories = list(ranking["names"].dtype.names)
+    scores = np.zeros((len(categories), len(var_names)))
+    var_index = {g: i for i, g in enumerate(var_names)}
+    for ci, c in enumerate(categories):
+        idx = [var_index[g] for g in ranking["names"][c]]
+        scores[ci, idx] = np.asarray(ranking["scores"][c], dtype=np.float64)
+    return categories, scores
+
+
 def _gbumap(adata, query, out: Path, baseline: str, reuse_graph: bool) -> dict:
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -84,14 +95,7 @@ def _gbumap(adata, query, out: Path, baseline: str, reuse_graph: bool) -> dict:
     t0 = time.perf_counter()
     gbumap.tl.rank_features(adata, "cell_type")
     timings["rank_features"] = time.perf_counter() - t0
-    rank = adata.uns["rank_features_gbumap"]
-    names = adata.uns["gbumap"]["feature_names"]
-    categories = list(rank["names"].dtype.names)
-    scores = np.zeros((len(categories), adata.n_vars))
-    var_index = {g: i for i, g in enumerate(adata.var_names)}
-    for ci, c in enumerate(categories):
-        idx = [var_index[g] for g in rank["names"][c]]
-        scores[ci, idx] = np.asarray(rank["scores"][c], dtype=np.float64)
+    categories, scores = _ranking_scores(adata.uns["rank_features_gbumap"], adata.var_names)
     np.save(out / "embedding.npy", adata.obsm["X_gbumap"])
     np.save(out / "type_scores.npy", scores)
     return {
@@ -100,7 +104,7 @@ def _gbumap(adata, query, out: Path, baseline: str, reuse_graph: bool) -> dict:
         "categories": categories,
         "reconstruction_error": float(adata.uns["gbumap"]["reconstruction_error"]["max_rel"]),
         "n_steps": int(adata.uns["gbumap"]["training"]["n_steps"]),
-        "n_genes_scored": len(names),
+        "n_genes_scored": len(adata.uns["gbumap"]["feature_names"]),
     }
 
 
@@ -124,13 +128,7 @@ def _scanpy(adata, out: Path) -> dict:
     t0 = time.perf_counter()
     sc.tl.rank_genes_groups(adata, "cell_type", method="t-test", n_genes=adata.n_vars)
     timings["rank_genes_groups"] = time.perf_counter() - t0
-    res = adata.uns["rank_genes_groups"]
-    categories = list(res["names"].dtype.names)
-    scores = np.zeros((len(categories), adata.n_vars))
-    var_index = {g: i for i, g in enumerate(adata.var_names)}
-    for ci, c in enumerate(categories):
-        idx = [var_index[g] for g in res["names"][c]]
-        scores[ci, idx] = np.asarray(res["scores"][c], dtype=np.float64)
+    categories, scores = _ranking_scores(adata.uns["rank_genes_groups"], adata.var_names)
     labels = adata.obs["cell_type"].astype(str).to_numpy()
     np.save(out / "embedding.npy", adata.obsm["X_umap"])
     np.save(out / "type_scores.npy", scores)

@@ -12,22 +12,16 @@ import textwrap
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 
 import gbumap
+
+from _two_groups import two_group_adata
 
 FIT = dict(n_steps=30, batch_size=256, n_neighbors=10, verbose=False)
 
 
 def _data(n=150, g=60, seed=0) -> ad.AnnData:
-    rng = np.random.default_rng(seed)
-    rate = np.ones((n, g))
-    rate[: n // 2, :10] = 4.0
-    adata = ad.AnnData(np.log1p(rng.poisson(rate)).astype(np.float32))
-    adata.obs_names = [f"c{i}" for i in range(n)]
-    adata.var_names = [f"g{j}" for j in range(g)]
-    adata.obs["group"] = pd.Categorical(np.where(np.arange(n) < n // 2, "a", "b"))
-    return adata
+    return two_group_adata(n, g, n_markers=10, seed=seed)
 
 
 def _run(seed: int) -> dict[str, np.ndarray]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -12,18 +11,13 @@ import gbumap
 import gbumap._training as training
 
 from _adata_snapshot import assert_unchanged, snapshot
+from _two_groups import two_group_adata
 
 FIT = dict(n_steps=20, batch_size=256, n_neighbors=10, verbose=False)
 
 
 def _data(n=120, g=30, seed=0) -> ad.AnnData:
-    rng = np.random.default_rng(seed)
-    rate = np.ones((n, g))
-    rate[: n // 2, :8] = 4.0
-    adata = ad.AnnData(np.log1p(rng.poisson(rate)).astype(np.float32))
-    adata.obs_names = [f"c{i}" for i in range(n)]
-    adata.var_names = [f"g{j}" for j in range(g)]
-    adata.obs["group"] = pd.Categorical(np.where(np.arange(n) < n // 2, "a", "b"))
+    adata = two_group_adata(n, g, n_markers=8, seed=seed)
     adata.uns["note"] = {"kept": np.arange(3)}
     return adata
 
