@@ -37,7 +37,9 @@ def test_updates_match_torch_adam():
         for model, opt in ((ours, opt_ours), (theirs, opt_theirs)):
             opt.zero_grad()
             ((model(X) - y) ** 2).mean().backward()
-            opt.step()
+        expected_lr = opt_theirs.param_groups[0]["lr"]
+        assert opt_ours.step() == pytest.approx(expected_lr, rel=1e-12)  # step() returns the rate it used
+        opt_theirs.step()
         sched.step()
     for a, b in zip(ours.parameters(), theirs.parameters()):
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-9, atol=1e-12)

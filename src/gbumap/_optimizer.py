@@ -49,7 +49,7 @@ class OneCycleAdam:
     """Adam whose learning rate and ``beta1`` follow :func:`one_cycle`.
 
     Call :meth:`step` after the backward pass; it applies the update for the
-    current step and advances the schedule.
+    current step, advances the schedule and returns the learning rate it used.
     """
 
     def __init__(
@@ -71,17 +71,12 @@ class OneCycleAdam:
         self._exp_avg = [torch.zeros_like(p) for p in self.params]
         self._exp_avg_sq = [torch.zeros_like(p) for p in self.params]
 
-    @property
-    def lr(self) -> float:
-        """Learning rate of the next :meth:`step`."""
-        return one_cycle(min(self.n_done, self.total_steps - 1), self.total_steps, self.max_lr, self.pct_start)[0]
-
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self) -> float:
         lr, beta1 = one_cycle(min(self.n_done, self.total_steps - 1), self.total_steps, self.max_lr, self.pct_start)
         t = self.n_done + 1
         bias1 = 1 - beta1**t
@@ -95,3 +90,4 @@ class OneCycleAdam:
             denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
             p.addcdiv_(m, denom, value=-lr / bias1)
         self.n_done += 1
+        return lr

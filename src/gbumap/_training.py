@@ -191,8 +191,7 @@ def train_encoder(
             )
             optimizer.zero_grad()
             backward(loss)
-            lrs[step] = optimizer.lr
-            optimizer.step()
+            lrs[step] = optimizer.step()
             completed = step + 1
             losses[step] = loss.detach()
             if (step + 1) % config.check_every == 0 or step + 1 == n_steps:
