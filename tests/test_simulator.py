@@ -78,6 +78,7 @@ def test_shapes_and_types(adata):
         "state": n_types * SMALL["n_state_genes"],
     }
     expected["background"] = 500 - sum(expected.values())
+    expected["progenitor"] = 0  # only a simulation with a trajectory has progenitor genes
     assert var["role"].value_counts().to_dict() == expected
     assert (var.loc[var["role"].isin(["housekeeping", "noise", "background"]), "lfc"] == 0).all()
     assert (var.loc[var["role"].isin(["lineage", "type", "state"]), "lfc"] > 0).all()
@@ -318,3 +319,71 @@ def test_invalid_arguments(kwargs, error):
     args = dict(n_cells=100, n_genes=2_000) | kwargs
     with pytest.raises(error):
         simulate(**args)
+
+
+# ------------------------------------------------------------ branching trajectory
+@pytest.fixture(scope="module")
+def branching() -> ad.AnnData:
+    return simulate(3_000, 520, **SMALL, trajectory_fraction=0.3, n_progenitor_genes=20, random_state=0)
+
+
+def test_trajectory_labels_times_and_fates(branching):
+    obs = branching.obs
+    on = obs["trajectory_time"].notna().to_numpy()
+    assert abs(on.mean() - 0.3) < 4 * np.sqrt(0.3 * 0.7 / on.size)
+    fates = ["L0_T0", "L1_T0", "L2_T0"]
+    assert list(obs["fate"].cat.categories) == fates
+    assert obs["fate"].notna().to_numpy().tolist() == on.tolist()
+    labels = obs["cell_type"].astype(str).to_numpy()
+    time = obs["trajectory_time"].to_numpy()
+    assert set(labels[on]) == {"progenitor", *[f"{f}_transitional" for f in fates]}
+    assert (time[labels == "progenitor"] < 1 / 3).all() and (time[on & (labels != "progenitor")] >= 1 / 3).all()
+    transitional = on & (labels != "progenitor")
+    assert (labels[transitional] == obs["fate"].astype(str).to_numpy()[transitional] + "_transitional").all()
+    # lineage follows the fate; within-type state is undefined on the trajectory
+    fate_lineage = obs["fate"].astype(str).str[:2].to_numpy()
+    assert (obs["lineage"].astype(str).to_numpy()[on] == fate_lineage[on]).all()
+    assert obs["state"].isna().to_numpy().tolist() == on.tolist()
+    assert "progenitor" in list(branching.var["role"].cat.categories)
+    assert (branching.var["role"] == "progenitor").sum() == 20
+
+
+def test_trajectory_expression_moves_from_progenitor_to_fate(branching):
+    X = _dense(branching.X)
+    obs = branching.obs
+    var = branching.var
+    time = obs["trajectory_time"].to_numpy()
+    progenitor_genes = (var["role"] == "progenitor").to_numpy()
+    for fate in ("L0_T0", "L1_T0", "L2_T0"):
+        cells = (obs["fate"] == fate).to_numpy()
+        fate_genes = ((var["role"] == "type") & (var["program"] == fate)).to_numpy()
+        score_fate = X[np.ix_(cells, fate_genes)].mean(1)
+        score_prog = X[np.ix_(cells, progenitor_genes)].mean(1)
+        assert _spearman(time[cells], score_fate) > 0.5
+        assert _spearman(time[cells], score_prog) < -0.5
+        # transitional cells lie between the progenitors and the mature type, not on either
+        mid = cells & (time > 0.4) & (time < 0.6)
+        mature = (obs["cell_type"] == fate).to_numpy()
+        early = cells & (time < 0.1)
+        m_mid, m_mature, m_early = (X[np.ix_(rows, fate_genes)].mean() for rows in (mid, mature, early))
+        assert m_early < m_mid < m_mature
+
+
+def test_trajectory_truth_and_reproducibility(branching):
+    truth = branching.uns["simulation"]["truth"]
+    var = branching.var
+    assert set(truth["progenitor"]) == set(var.index[var["role"] == "progenitor"])
+    fate_genes = var.index[((var["role"] == "type") & (var["program"] == "L1_T0")) | (var["program"] == "L1")]
+    assert set(fate_genes) <= set(truth["L1_T0_transitional"])
+    assert truth_matrix(branching).shape == (520, 13)
+    again = simulate(3_000, 520, **SMALL, trajectory_fraction=0.3, n_progenitor_genes=20, chunk_size=5, n_jobs=2,
+                     random_state=0)
+    assert (again.X != branching.X).nnz == 0
+    pd.testing.assert_frame_equal(again.obs, branching.obs)
+
+
+def test_trajectory_arguments_are_checked():
+    with pytest.raises(ValueError, match="trajectory_fraction"):
+        simulate(100, 2_000, trajectory_fraction=1.0)
+    with pytest.raises(ValueError, match="progenitor"):
+        simulate(100, 500, **SMALL, trajectory_fraction=0.1, n_progenitor_genes=200)

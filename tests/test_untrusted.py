@@ -193,11 +193,11 @@ CRAFTED = {
     ),
     "huge_hidden_layer": (
         lambda f, m: f["uns/gbumap/encoder/hidden"].__setitem__(0, 10**9),
-        r"widths \[30, 1000000000, 128, 128, 2\] need \d+ weights but the file stores \d+",
+        r"widths \[30, 1000000000, 128, 128, 128, 2\] need \d+ weights but the file stores \d+",
     ),
     "negative_hidden_layer": (
         lambda f, m: f["uns/gbumap/encoder/hidden"].__setitem__(0, -5),
-        r"widths \[30, -5, 128, 128, 2\]",
+        r"widths \[30, -5, 128, 128, 128, 2\]",
     ),
     "n_inputs_mismatch": (
         lambda f, m: _replace(f, "uns/gbumap/encoder/n_inputs", np.int64(31), "numeric-scalar"),

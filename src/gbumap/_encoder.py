@@ -54,7 +54,7 @@ class HomogeneousMLP(nn.Module):
         self,
         n_inputs: int,
         n_outputs: int = 2,
-        hidden: Sequence[int] = (128, 128, 128),
+        hidden: Sequence[int] = (128, 128, 128, 128),
         activation: str = "leaky_relu",
         negative_slope: float = 0.1,
         input_scale: float = 1.0,

@@ -20,6 +20,7 @@ from ._validation import Matrix, as_matrix
 __all__ = ["GlassBoxUMAP"]
 
 _TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_INPUT_NORMS = ("soft", "l2", "none")
 
 
 def _row_batches(n: int, batch_size: int) -> Iterator[slice]:
@@ -38,11 +39,12 @@ def auto_n_steps(n_cells: int) -> int:
 
     A step costs the same for any number of cells, so a fixed budget would
     make large data sets see each edge fewer times; a logarithmic increase
-    (1,000 steps up to 30k cells, 1,190 at 90k, 1,400 at 300k, at most
-    1,600) keeps quality at little cost. Chosen by the sweep in
-    ``benchmarks/sweep_training.py``.
+    (2,000 steps up to 30k cells, 2,286 at 90k, 2,600 at 300k, at most
+    3,000) keeps quality at little cost. Chosen by the layout sweep in
+    ``benchmarks/sweep_layout.py`` (4×128 encoder): at 20k cells 1,000 →
+    2,000 steps raised kNN preservation by 13-19%, 2,000 → 4,000 by 4-6%.
     """
-    return int(np.clip(1000 + 400 * np.log10(max(n_cells, 1) / 3e4), 1000, 1600))
+    return int(np.clip(2000 + 600 * np.log10(max(n_cells, 1) / 3e4), 2000, 3000))
 
 
 class GlassBoxUMAP(TransformerMixin, BaseEstimator):
@@ -79,6 +81,20 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         uncentred, so a feature with value 0 contributes exactly 0 and the
         contributions equal integrated gradients / DeepLIFT from the all-zero
         input.
+    input_norm
+        How each cell's encoder input ``z`` (its offset from the baseline,
+        projected on the PCs) is scaled before the encoder. A homogeneous
+        encoder maps ``a·z`` to ``a·f(z)``, so without scaling, cells that
+        differ only in their distance from the baseline are drawn as streaks
+        through the map's centre. ``"soft"``: ``z / sqrt(|z|² + c²)``, with
+        ``c = input_norm_scale ×`` the median ``|z|`` of the training cells;
+        cells far from the baseline are brought to a common radius, cells near
+        it keep their small offset. ``"l2"``: ``z / |z|`` (every cell on the
+        unit sphere). ``"none"``: ``z`` as it is. The divisor ``s`` is a
+        per-cell constant, so the contributions ``J(z/s)·Pᵀ(x - b) / s`` still
+        sum exactly to the embedding ``f(z/s)``.
+    input_norm_scale
+        ``c`` of ``input_norm="soft"``, as a multiple of the median input norm.
     hidden_layers
         Widths of the encoder's hidden layers.
     activation
@@ -120,6 +136,15 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         nothing else a single-device loop needs. Both give the same result.
     dtype
         ``"float32"`` or ``"float64"`` for the encoder and its Jacobians.
+    training_precision
+        Arithmetic of the training steps. ``"bf16-mixed"``: matrix products
+        in bfloat16 (weights, loss and optimizer in float32), about 1.2-2×
+        faster per step on hardware with bf16 units; ``"full"``: the model's
+        ``dtype`` throughout; ``"auto"``: ``"bf16-mixed"`` on CUDA GPUs with
+        bf16 support and on CPUs with AVX512-BF16 or AMX, else ``"full"``.
+        Float64 models always train in full precision. It does not affect
+        exactness: the Jacobians and contributions of the trained model are
+        computed in ``dtype``.
     verbose
         Show progress bars and timings.
     checkpoint_path
@@ -174,7 +199,9 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         repulsion_strength: float = 1.0,
         pca_components: int | None = None,
         baseline: Literal["mean", "zero"] = "mean",
-        hidden_layers: Sequence[int] = (128, 128, 128),
+        input_norm: Literal["soft", "l2", "none"] = "soft",
+        input_norm_scale: float = 0.5,
+        hidden_layers: Sequence[int] = (128, 128, 128, 128),
         activation: Literal["leaky_relu", "prelu", "relu"] = "leaky_relu",
         encoder: nn.Module | None = None,
         homogeneity_degree: int = 1,
@@ -186,6 +213,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         accelerator: str = "auto",
         engine: Literal["auto", "torch", "lightning"] = "auto",
         dtype: Literal["float32", "float64"] = "float32",
+        training_precision: Literal["auto", "full", "bf16-mixed"] = "auto",
         verbose: bool = False,
         checkpoint_path: str | os.PathLike | None = None,
     ) -> None:
@@ -198,6 +226,8 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         self.repulsion_strength = repulsion_strength
         self.pca_components = pca_components
         self.baseline = baseline
+        self.input_norm = input_norm
+        self.input_norm_scale = input_norm_scale
         self.hidden_layers = hidden_layers
         self.activation = activation
         self.encoder = encoder
@@ -210,6 +240,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         self.accelerator = accelerator
         self.engine = engine
         self.dtype = dtype
+        self.training_precision = training_precision
         self.verbose = verbose
         self.checkpoint_path = checkpoint_path
 
@@ -232,14 +263,20 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
-        for name in ("spread", "learning_rate"):
+        for name in ("spread", "learning_rate", "input_norm_scale"):
             value = getattr(self, name)
             if not np.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0; got {value!r}.")
         if self.baseline not in ("mean", "zero"):
             raise ValueError(f"baseline must be 'mean' or 'zero'; got {self.baseline!r}.")
+        if self.input_norm not in _INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {_INPUT_NORMS}; got {self.input_norm!r}.")
         if self.engine not in ("auto", "torch", "lightning"):
             raise ValueError(f"engine must be 'auto', 'torch' or 'lightning'; got {self.engine!r}.")
+        if self.training_precision not in ("auto", "full", "bf16-mixed"):
+            raise ValueError(
+                f"training_precision must be 'auto', 'full' or 'bf16-mixed'; got {self.training_precision!r}."
+            )
         if self.dtype not in _TORCH_DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}.")
         if self.checkpoint_path is not None and not isinstance(self.checkpoint_path, (str, os.PathLike)):
@@ -291,20 +328,35 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
     def _hidden_widths(self) -> list[int]:
         return [int(h) for h in self.hidden_layers] if self.encoder is None else []
 
-    def _encoder_input(self, X: Matrix, rows: slice | None = None) -> np.ndarray:
-        """The encoder's input for some rows: ``(x - baseline)`` projected on the loadings."""
-        rows = rows if rows is not None else slice(0, X.shape[0])
+    def _offset_projection(self, X: Matrix, rows: slice) -> np.ndarray:
+        """``z``: the rows' offset from the baseline, projected on the loadings (float64, unscaled)."""
         block = X[rows]
         if self.components_ is None:
             dense = block.toarray() if sp.issparse(block) else np.asarray(block)
-            return (dense.astype(np.float64) - self.baseline_).astype(self._np_dtype)
+            return dense.astype(np.float64) - self.baseline_
         proj = np.asarray(block @ self.components_.T, dtype=np.float64)
-        return (proj - self._baseline_projection).astype(self._np_dtype)
+        return proj - self._baseline_projection
+
+    def _input_divisor(self, z: np.ndarray) -> np.ndarray:
+        """Per-cell divisor ``s`` of ``input_norm`` (1 for ``"none"``), shape ``(n, 1)``."""
+        if self.input_norm_offset_ is None:
+            return np.ones((z.shape[0], 1))
+        norm2 = np.einsum("ij,ij->i", z, z)[:, None]
+        divisor = np.sqrt(norm2 + self.input_norm_offset_**2)
+        divisor[divisor == 0] = 1.0  # only the baseline cell itself under "l2": z = 0 either way
+        return divisor
+
+    def _encoder_input(self, X: Matrix, rows: slice | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The encoder's input ``z / s`` for some rows, and the per-cell divisor ``s``."""
+        rows = rows if rows is not None else slice(0, X.shape[0])
+        z = self._offset_projection(X, rows)
+        divisor = self._input_divisor(z)
+        return (z / divisor).astype(self._np_dtype), divisor
 
     def _encoder_inputs(self, X: Matrix) -> np.ndarray:
         out = np.empty((X.shape[0], self.n_inputs_), dtype=self._np_dtype)
         for rows in _row_batches(X.shape[0], 65536):
-            out[rows] = self._encoder_input(X, rows)
+            out[rows] = self._encoder_input(X, rows)[0]
         return out
 
     def _progress(self, total: int, desc: str):
@@ -352,7 +404,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         """
         from ._graph import find_ab_params, graph_from_knn, nearest_neighbors
         from ._pca import randomized_pca
-        from ._training import TrainingConfig, resolve_device, train_encoder
+        from ._training import TrainingConfig, resolve_device, resolve_precision, train_encoder
 
         timings: dict[str, float] = {}
         X = as_matrix(X, name="X", dtype=self._np_dtype)
@@ -394,7 +446,10 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             self.components_ = None
             self.explained_variance_ = None
         self.n_inputs_ = n_features if self.components_ is None else self.components_.shape[0]
-        Z_np = self._encoder_inputs(X)
+        Z_raw = np.empty((n_cells, self.n_inputs_), dtype=self._np_dtype)
+        for rows in _row_batches(n_cells, 65536):
+            Z_raw[rows] = self._offset_projection(X, rows)
+        self.input_norm_offset_ = self._fit_input_norm(Z_raw)
         timings["pca"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -410,11 +465,14 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
                 )
             graph = graph_from_knn(indices, dists)
         else:
+            # neighbours of the unscaled input: the scaling only serves the encoder
             indices, dists = nearest_neighbors(
-                Z_np, self.n_neighbors, metric=self.metric, random_state=seed, verbose=self.verbose
+                Z_raw, self.n_neighbors, metric=self.metric, random_state=seed, verbose=self.verbose
             )
             graph = graph_from_knn(indices, dists)
         self.graph_ = graph
+        Z_np = self._scale_rows(Z_raw)
+        del Z_raw
         self.a_, self.b_ = find_ab_params(self.spread, self.min_dist)
         timings["graph"] = time.perf_counter() - t0
 
@@ -452,6 +510,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             early_stopping=self.early_stopping,
             verbose=self.verbose,
             engine=self._resolve_engine(device),
+            precision=resolve_precision(self.training_precision, device, dtype),
         )
         if self.checkpoint_path is None:
             result = train_encoder(encoder, Z, graph, config)
@@ -470,12 +529,31 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             "seconds": result.seconds,
             "device": result.device,
             "learning_rate": result.learning_rate,
+            "precision": config.precision,
         }
         t0 = time.perf_counter()
         self.embedding_ = self._embed(Z_np)
         timings["embed"] = time.perf_counter() - t0
         self.timings_ = timings
         return self
+
+    def _fit_input_norm(self, Z_raw: np.ndarray) -> float | None:
+        """The offset ``c`` of ``input_norm`` (0 for ``"l2"``, ``None`` for ``"none"``)."""
+        if self.input_norm == "none":
+            return None
+        if self.input_norm == "l2":
+            return 0.0
+        norms = np.sqrt(np.einsum("ij,ij->i", Z_raw, Z_raw, dtype=np.float64))
+        median = float(np.median(norms))
+        return float(self.input_norm_scale) * (median if median > 0 else 1.0)
+
+    def _scale_rows(self, Z_raw: np.ndarray) -> np.ndarray:
+        """``Z_raw / s`` row by row, in the model's dtype (in place when it already has it)."""
+        out = Z_raw if Z_raw.dtype == self._np_dtype else np.empty(Z_raw.shape, dtype=self._np_dtype)
+        for rows in _row_batches(Z_raw.shape[0], 65536):
+            z = Z_raw[rows].astype(np.float64)
+            out[rows] = z / self._input_divisor(z)
+        return out
 
     def _train_with_checkpoint(self, encoder: nn.Module, Z: torch.Tensor, graph, config, train_encoder):
         """Run ``train_encoder`` and save a checkpoint at its end or on ``KeyboardInterrupt``."""
@@ -532,7 +610,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         self._check_features(X)
         out = np.empty((X.shape[0], self.n_components), dtype=self._np_dtype)
         for rows in _row_batches(X.shape[0], self._inference_batch_size()):
-            out[rows] = self._embed(self._encoder_input(X, rows))
+            out[rows] = self._embed(self._encoder_input(X, rows)[0])
         return out
 
     def input_jacobian(self, X: Any, batch_size: int | None = None) -> np.ndarray:
@@ -540,20 +618,28 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
 
         This is the compressed, lossless form of the contributions: with PCA
         it is ``(n_cells, n_components, pca_components)``, and gene-level
-        contributions follow from it, the loadings and the expression.
+        contributions follow from it, the loadings and the expression. With
+        ``input_norm``, it is the encoder's Jacobian at ``z / s`` divided by
+        the cell's divisor ``s`` (held constant), so that it maps the cell's
+        unscaled input ``z`` exactly to its position.
         """
         self._check_fitted()
         X = as_matrix(X, name="X", dtype=self._np_dtype)
         self._check_features(X)
         batch_size = batch_size or self._inference_batch_size()
         out = np.empty((X.shape[0], self.n_components, self.n_inputs_), dtype=self._np_dtype)
-        device = self.device_
         with self._progress(X.shape[0], "gbumap jacobians") as bar:
             for rows in _row_batches(X.shape[0], batch_size):
-                z = torch.from_numpy(self._encoder_input(X, rows)).to(device)
-                out[rows] = encoder_jacobian(self.encoder_, z).cpu().numpy()
+                out[rows] = self._scaled_jacobian(*self._encoder_input(X, rows))
                 bar.update(rows.stop - rows.start)
         return out
+
+    def _scaled_jacobian(self, z: np.ndarray, divisor: np.ndarray) -> np.ndarray:
+        """``J(z / s) / s``: the per-cell linear map from the unscaled input to the position."""
+        jac = encoder_jacobian(self.encoder_, torch.from_numpy(z).to(self.device_)).cpu().numpy()
+        if self.input_norm_offset_ is not None:
+            jac /= divisor[:, :, None].astype(jac.dtype)
+        return jac
 
     def compute_contributions(
         self,
@@ -587,12 +673,10 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             batch_size = max(1, min(self._inference_batch_size(), 2**25 // max(g * self.n_components, 1)))
         shape = (n, self.n_components, g) if reduction is None else (n, g)
         out = np.empty(shape, dtype=self._np_dtype)
-        device = self.device_
         comps = None if self.components_ is None else self.components_.astype(self._np_dtype)
         with self._progress(n, "gbumap contributions") as bar:
             for rows in _row_batches(n, batch_size):
-                z = torch.from_numpy(self._encoder_input(X, rows)).to(device)
-                jac = encoder_jacobian(self.encoder_, z).cpu().numpy()
+                jac = self._scaled_jacobian(*self._encoder_input(X, rows))
                 offset = (_dense_rows(X, rows, np.float64) - self.baseline_).astype(self._np_dtype)
                 contrib = contributions_from_jacobian(jac, offset, comps, self.homogeneity_degree_)
                 out[rows] = reduce_contributions(contrib, reduction)

@@ -26,6 +26,8 @@ _SCALAR_PARAMS = {
     "negative_sample_rate": int,
     "repulsion_strength": float,
     "baseline": str,
+    "input_norm": str,
+    "input_norm_scale": float,
     "activation": str,
     "homogeneity_degree": int,
     "learning_rate": float,
@@ -34,10 +36,12 @@ _SCALAR_PARAMS = {
     "accelerator": str,
     "engine": str,
     "dtype": str,
+    "training_precision": str,
 }
 _OPTIONAL_INT_PARAMS = ("pca_components", "n_steps", "random_state")
-# Parameters added after format 1 was first written: older registries lack them.
-_DEFAULTED_PARAMS = {"engine": "auto"}
+# Parameters added after format 1 was first written: older registries lack them. Models
+# written before input scaling existed were trained on unscaled input ("none").
+_DEFAULTED_PARAMS = {"engine": "auto", "input_norm": "none", "input_norm_scale": 0.5, "training_precision": "full"}
 
 
 class RegistryError(ValueError):
@@ -145,6 +149,8 @@ def encode_model(model) -> dict:
         projection["components"] = np.asarray(model.components_)
     if getattr(model, "explained_variance_", None) is not None:
         projection["explained_variance"] = np.asarray(model.explained_variance_)
+    if model.input_norm_offset_ is not None:
+        projection["input_norm_offset"] = float(model.input_norm_offset_)
     info = model.training_info_
     return {
         "format_version": FORMAT_VERSION,
@@ -159,9 +165,22 @@ def encode_model(model) -> dict:
             "seconds": float(info["seconds"]),
             "device": str(info["device"]),
             "stopped_early": bool(info["stopped_early"]),
+            "precision": str(info.get("precision", "full")),
         },
         "n_features": int(model.n_features_in_),
     }
+
+
+def _input_norm_offset(proj: Mapping, mode: str) -> float | None:
+    """The stored ``c`` of the input scaling, checked against the mode that needs it."""
+    if mode == "none":
+        if "input_norm_offset" in proj:
+            raise RegistryError("Registry stores an input_norm_offset but its input_norm is 'none'.")
+        return None
+    offset = _as_float(_field(proj, "input_norm_offset", "projection/"), "projection/input_norm_offset")
+    if offset < 0 or (mode == "l2" and offset != 0):
+        raise RegistryError(f"Registry input_norm_offset {offset} does not fit input_norm={mode!r}.")
+    return offset
 
 
 def decode_model(reg: Mapping, encoder=None):
@@ -305,6 +324,7 @@ def decode_model(reg: Mapping, encoder=None):
     )
     if components is not None:
         model._baseline_projection = baseline @ model.components_.T.astype(np.float64)
+    model.input_norm_offset_ = _input_norm_offset(proj, params["input_norm"])
     model.homogeneity_degree_ = params["homogeneity_degree"]
     curve = _field(reg, "umap_curve")
     model.a_ = _as_float(_field(curve, "a", "umap_curve/"), "a")
@@ -316,5 +336,6 @@ def decode_model(reg: Mapping, encoder=None):
         "seconds": _as_float(_field(training, "seconds", "training/"), "training/seconds"),
         "device": _as_str(_field(training, "device", "training/"), "training/device"),
         "stopped_early": bool(_numeric(_field(training, "stopped_early", "training/"), "stopped_early", ndim=0)),
+        "precision": _as_str(training["precision"], "training/precision") if "precision" in training else "full",
     }
     return model

@@ -21,7 +21,7 @@ from torch import nn
 
 from ._optimizer import OneCycleAdam
 
-__all__ = ["TrainingConfig", "TrainingResult", "train_encoder", "resolve_device"]
+__all__ = ["TrainingConfig", "TrainingResult", "train_encoder", "resolve_device", "resolve_precision"]
 
 _DIST_EPS = 1e-3
 
@@ -42,6 +42,7 @@ class TrainingConfig:
     tol: float = 1e-3
     verbose: bool = True
     engine: str = "torch"
+    precision: str = "full"
 
 
 @dataclass
@@ -77,6 +78,32 @@ def resolve_device(accelerator: str) -> torch.device:
     if accelerator == "cpu":
         return torch.device("cpu")
     raise ValueError(f"accelerator must be 'auto', 'cpu', 'cuda' or 'mps'; got {accelerator!r}.")
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bf16 matrices in hardware (AVX512-BF16 or AMX CPUs, bf16 GPUs)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        try:  # private helpers of torch.cpu; absent or failing means "no"
+            return any(bool(getattr(torch.cpu, name)()) for name in checks if hasattr(torch.cpu, name))
+        except (RuntimeError, AttributeError):
+            return False
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device, dtype: torch.dtype) -> str:
+    """``"auto"`` trains with bf16 matrix products where the hardware has them, else in full precision.
+
+    Float64 models always train in float64. Exactness does not depend on it:
+    Jacobians and contributions are computed afterwards in the model's dtype.
+    """
+    if dtype == torch.float64:
+        return "full"
+    if precision == "auto":
+        return "bf16-mixed" if fast_bf16(device) else "full"
+    return precision
 
 
 def _edge_tensors(graph: sp.spmatrix, device: torch.device, dtype: torch.dtype):
@@ -168,6 +195,7 @@ def train_encoder(
         model, backward = _lightning_setup(encoder, device, Z.dtype)
     B = int(config.batch_size)
     nsr = int(config.negative_sample_rate)
+    mixed = config.precision == "bf16-mixed"
     log_a = math.log(config.a)
     losses = torch.zeros(n_steps, dtype=Z.dtype, device=device)
     lrs = np.zeros(n_steps)
@@ -184,10 +212,16 @@ def train_encoder(
             u = torch.rand(B, generator=gen, device=device, dtype=Z.dtype)
             idx = torch.searchsorted(cdf, u).clamp_(max=cdf.numel() - 1)
             cells = torch.cat([heads[idx], tails[idx]])
-            emb = model(Z[cells])
+            if mixed:
+                # bf16 matrix products, float32 weights, loss and optimizer state
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    emb = model(Z[cells])
+                emb = emb.float()
+            else:
+                emb = model(Z[cells])
             neg_idx = torch.randint(0, 2 * B, (B * nsr,), generator=gen, device=device)
             loss = _umap_step_loss(
-                emb[:B], emb[B:], emb, neg_idx, log_a, config.b, nsr, config.repulsion_strength
+                emb[:B], emb[B : 2 * B], emb, neg_idx, log_a, config.b, nsr, config.repulsion_strength
             )
             optimizer.zero_grad()
             backward(loss)

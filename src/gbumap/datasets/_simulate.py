@@ -11,7 +11,10 @@ The design is deliberately *hard* for naive attribution scores:
 * housekeeping genes are highly expressed in every cell, so the mean
   expression alone points at them rather than at the programs;
 * pure-noise genes are strongly over-dispersed (high variance, no structure);
-* sequencing depth varies from cell to cell (log-normal size factors).
+* sequencing depth varies from cell to cell (log-normal size factors);
+* optionally, a share of the cells lies on a branching differentiation
+  trajectory: progenitors with a progenitor program, near the average cell,
+  moving towards one mature type per lineage with a known time.
 
 Counts are generated block by block and assembled into CSR matrices, so the
 full ``n_cells × n_genes`` dense matrix never exists.
@@ -33,7 +36,11 @@ import scipy.sparse as sp
 __all__ = ["simulate", "truth_matrix", "ROLES"]
 
 #: Gene roles, in the order of the categories of ``var["role"]``.
-ROLES: tuple[str, ...] = ("housekeeping", "lineage", "type", "state", "noise", "background")
+ROLES: tuple[str, ...] = ("housekeeping", "lineage", "type", "state", "noise", "background", "progenitor")
+
+#: Cell-type label of the trajectory cells before they commit (time below this).
+PROGENITOR = "progenitor"
+_COMMIT_TIME = 1.0 / 3.0
 
 # Cells are drawn in fixed blocks of this many cells, each with its own random
 # stream (spawn key ``(1, block_index)`` of ``SeedSequence(random_state)``).
@@ -62,6 +69,18 @@ class _Design:
     state_lfc: list[np.ndarray]  # per type: natural-log fold change at t = 1
     type_cdf: np.ndarray  # (n_types,) cumulative cell-type proportions
     depth_sigma: float
+    trajectory: _Trajectory | None = None
+
+
+@dataclass(frozen=True)
+class _Trajectory:
+    """The branching trajectory: a progenitor state and one branch per fate."""
+
+    fraction: float  # share of cells drawn on the trajectory
+    log_base: np.ndarray  # (n_genes,) float64 log mean at size factor 1 without any program
+    progenitor_effect: np.ndarray  # (n_genes,) log fold changes of the progenitor program
+    fate_effect: np.ndarray  # (n_fates, n_genes) log fold changes of each fate's programs
+    fate_type: np.ndarray  # (n_fates,) index of each fate's mature type
 
 
 def simulate(
@@ -83,6 +102,8 @@ def simulate(
     noise_dispersion: float = 4.0,
     depth_mean: float = 2_500.0,
     depth_sigma: float = 0.4,
+    trajectory_fraction: float = 0.0,
+    n_progenitor_genes: int = 20,
     chunk_size: int = 50_000,
     n_jobs: int = 1,
     random_state: int | None = 0,
@@ -109,6 +130,20 @@ def simulate(
         Strongly over-dispersed (``noise_dispersion``): high variance, no structure.
     ``background``
         Low mean, ordinary dispersion, no structure.
+    ``progenitor``
+        Only with ``trajectory_fraction > 0``: up (≈ ``type_lfc``) in progenitors,
+        fading as they differentiate.
+
+    With ``trajectory_fraction > 0`` that share of the cells lies on a branching
+    differentiation trajectory instead of in a mature type. Each such cell has a
+    fate (the first type of a lineage, ``L<i>_T0``; fates are equally likely)
+    and a differentiation time ``τ ~ U(0, 1)``; its NB mean is
+    ``s_c · μ_g · exp((1 - τ)·β_progenitor + τ·(β_lineage + β_type))`` for the
+    fate's lineage and type programs. At ``τ = 0`` the cell is a progenitor,
+    close to the average cell (no lineage or type program, only the small
+    progenitor program); at ``τ = 1`` it equals its fate's type at state 0.
+    Cells with ``τ < 1/3`` are labelled ``"progenitor"``, the others
+    ``"L<i>_T0_transitional"``, so transitional cells keep a label of their own.
 
     Program, state and background genes draw their base means from the same
     low log-normal distribution, so neither mean nor variance alone reveals them.
@@ -155,6 +190,11 @@ def simulate(
         so that the expected library size is ``depth_mean``.
     depth_sigma
         Log-normal sigma of the per-cell size factors (0 for constant depth).
+    trajectory_fraction
+        Share of the cells, in ``[0, 1)``, drawn on the branching trajectory
+        (0: none, and the output is the same as without the trajectory options).
+    n_progenitor_genes
+        Genes of the progenitor program (used only with ``trajectory_fraction > 0``).
     chunk_size
         Cells assembled into CSR at a time; rounded up to a multiple of 1,024.
         Only dense blocks of 1,024 cells are ever allocated, so memory stays
@@ -180,17 +220,21 @@ def simulate(
         * ``layers["counts"]``: raw counts, CSR float32 holding integers;
         * ``X``: ``log1p`` of counts normalised to 10,000 per cell, CSR float32;
         * ``obs``: ``cell_type`` and ``lineage`` (categorical), ``state`` (the
-          pseudotime ``t``), ``size_factor``, ``depth`` (expected library size,
-          ``size_factor · depth_mean``), ``n_counts`` (observed library size) and
-          ``n_genes`` (detected genes);
+          pseudotime ``t``; NaN for trajectory cells), ``size_factor``, ``depth``
+          (expected library size, ``size_factor · depth_mean``), ``n_counts``
+          (observed library size) and ``n_genes`` (detected genes); with a
+          trajectory also ``trajectory_time`` (``τ``; NaN for other cells) and
+          ``fate`` (categorical; NaN for other cells);
         * ``var``: ``role`` (categorical, see above), ``program`` (the lineage or
           cell type a program gene belongs to, ``""`` otherwise), ``lfc`` (its
           fold change, 0 otherwise), ``base_mean`` (NB mean at size factor 1 outside
           its program) and ``dispersion``;
         * ``uns["simulation"]``: ``truth`` (cell type → array of the gene names up
-          in it: its type, lineage and state programs), ``programs`` (``type``,
-          ``lineage`` and ``state`` programs separately), ``lineage_of`` (cell type
-          → lineage) and ``params`` (every argument, plus the seed actually used).
+          in it: its type, lineage and state programs; for the trajectory labels,
+          the progenitor program, plus the fate's lineage and type programs for
+          transitional cells), ``programs`` (``type``, ``lineage`` and ``state``
+          programs separately, and ``progenitor``), ``lineage_of`` (cell type →
+          lineage) and ``params`` (every argument, plus the seed actually used).
           Everything is ``.h5ad``-writable.
 
     See Also
@@ -233,6 +277,11 @@ def simulate(
     noise_dispersion = _check_float(noise_dispersion, "noise_dispersion", 0.0, strict=True)
     depth_mean = _check_float(depth_mean, "depth_mean", 0.0, strict=True)
     depth_sigma = _check_float(depth_sigma, "depth_sigma", 0.0)
+    trajectory_fraction = _check_float(trajectory_fraction, "trajectory_fraction", 0.0)
+    if trajectory_fraction >= 1:
+        raise ValueError(f"trajectory_fraction must be in [0, 1); got {trajectory_fraction}.")
+    n_progenitor_genes = _check_int(n_progenitor_genes, "n_progenitor_genes", 0)
+    with_trajectory = trajectory_fraction > 0
     n_jobs = _check_n_jobs(n_jobs)
     if random_state is None:
         random_state = int(np.random.default_rng().integers(2**63 - 1))
@@ -244,13 +293,15 @@ def simulate(
         + n_types * (genes_per_type + n_state_genes)
         + n_housekeeping
         + n_noise
+        + (n_progenitor_genes if with_trajectory else 0)
     )
     if n_structured > n_genes:
+        progenitor = f" + {n_progenitor_genes} progenitor" if with_trajectory else ""
         raise ValueError(
             f"n_genes={n_genes} is too small: the design needs {n_structured} genes "
             f"({n_lineages} lineages × {genes_per_lineage} + {n_types} types × "
             f"({genes_per_type} type + {n_state_genes} state) + {n_housekeeping} housekeeping "
-            f"+ {n_noise} noise). Increase n_genes or shrink the programs."
+            f"+ {n_noise} noise{progenitor}). Increase n_genes or shrink the programs."
         )
 
     lineages = [f"L{i}" for i in range(n_lineages)]
@@ -305,6 +356,14 @@ def simulate(
     weights = rng.uniform(0.5, 1.5, size=n_types)
     proportions = weights / weights.sum()
 
+    # Drawn after every other global quantity: without a trajectory nothing above changes.
+    progenitor_cols = np.zeros(0, dtype=np.int64)
+    if with_trajectory:
+        progenitor_cols = take(n_progenitor_genes)
+        role[progenitor_cols] = ROLES.index("progenitor")
+        program[progenitor_cols] = PROGENITOR
+        lfc[progenitor_cols] = draw_lfc(type_lfc, progenitor_cols.size)
+
     log_effect = np.zeros((n_types, n_genes))
     for k in range(n_types):
         log_effect[k, lineage_cols[lineage_of_type[k]]] = lfc[lineage_cols[lineage_of_type[k]]]
@@ -320,6 +379,18 @@ def simulate(
     base *= scale
     type_means *= scale
 
+    fate_type = np.array([i * types_per_lineage for i in range(n_lineages)])
+    trajectory = None
+    if with_trajectory:
+        progenitor_effect = np.zeros(n_genes)
+        progenitor_effect[progenitor_cols] = lfc[progenitor_cols]
+        trajectory = _Trajectory(
+            fraction=trajectory_fraction,
+            log_base=np.log(base),
+            progenitor_effect=progenitor_effect,
+            fate_effect=log_effect[fate_type],
+            fate_type=fate_type,
+        )
     design = _Design(
         type_means=type_means.astype(np.float32),
         theta=(1.0 / phi).astype(np.float32),
@@ -327,6 +398,7 @@ def simulate(
         state_lfc=[lfc[c].astype(np.float32) for c in state_cols],
         type_cdf=np.cumsum(proportions),
         depth_sigma=depth_sigma,
+        trajectory=trajectory,
     )
 
     # ---- cells, block by block -------------------------------------------------
@@ -336,11 +408,19 @@ def simulate(
     def run_block(b: int) -> _Block:
         # Always a full block, cut afterwards: the first cells then do not depend on n_cells.
         ss = np.random.SeedSequence(root.entropy, spawn_key=(1, b))
-        block = _simulate_block(design, _SEED_BLOCK, np.random.Generator(np.random.PCG64(ss)))
+        traj_ss = np.random.SeedSequence(root.entropy, spawn_key=(2, b))
+        block = _simulate_block(
+            design,
+            _SEED_BLOCK,
+            np.random.Generator(np.random.PCG64(ss)),
+            np.random.Generator(np.random.PCG64(traj_ss)),
+        )
         return block.head(min(_SEED_BLOCK, n_cells - b * _SEED_BLOCK))
 
     counts_parts: dict[str, list[np.ndarray]] = {"data": [], "indices": [], "x": [], "nnz": []}
-    cell_parts: dict[str, list[np.ndarray]] = {"type": [], "t": [], "size": [], "total": [], "ngenes": []}
+    cell_parts: dict[str, list[np.ndarray]] = {
+        "type": [], "t": [], "size": [], "total": [], "ngenes": [], "tau": [], "fate": []
+    }
     executor = ThreadPoolExecutor(n_jobs) if n_jobs > 1 else None
     try:
         for first in range(0, n_blocks, blocks_per_chunk):
@@ -356,6 +436,8 @@ def simulate(
                 cell_parts["size"].append(blk.size_factor)
                 cell_parts["total"].append(blk.total)
                 cell_parts["ngenes"].append(blk.row_nnz)
+                cell_parts["tau"].append(blk.tau)
+                cell_parts["fate"].append(blk.fate)
             del blocks
             # Merge the chunk's blocks so the final concatenation handles few arrays.
             for key in counts_parts:
@@ -379,21 +461,30 @@ def simulate(
 
     cell_type_codes = np.concatenate(cell_parts["type"])
     size_factor = np.concatenate(cell_parts["size"])
-    obs = pd.DataFrame(
-        {
-            "cell_type": pd.Categorical.from_codes(cell_type_codes, categories=cell_types),
-            "lineage": pd.Categorical.from_codes(lineage_of_type[cell_type_codes], categories=lineages),
-            "state": np.concatenate(cell_parts["t"]),
-            "size_factor": size_factor,
-            "depth": (size_factor * np.float32(depth_mean)).astype(np.float32),
-            "n_counts": np.concatenate(cell_parts["total"]),
-            "n_genes": np.concatenate(cell_parts["ngenes"]).astype(np.int32),
-        },
-        index=pd.Index([f"cell_{i}" for i in range(n_cells)]),
-    )
+    fates = [cell_types[k] for k in fate_type]
+    labels = cell_types + ([PROGENITOR] + [f"{f}_transitional" for f in fates] if with_trajectory else [])
+    # lineage of each label: the trajectory labels take their fate's lineage
+    fate_codes = np.concatenate(cell_parts["fate"])
+    label_lineage = np.concatenate([lineage_of_type, np.zeros(len(labels) - n_types, dtype=np.int64)])
+    lineage_codes = label_lineage[cell_type_codes]
+    on_trajectory = fate_codes >= 0
+    lineage_codes[on_trajectory] = lineage_of_type[fate_type[fate_codes[on_trajectory]]]
+    columns = {
+        "cell_type": pd.Categorical.from_codes(cell_type_codes, categories=labels),
+        "lineage": pd.Categorical.from_codes(lineage_codes, categories=lineages),
+        "state": np.concatenate(cell_parts["t"]),
+        "size_factor": size_factor,
+        "depth": (size_factor * np.float32(depth_mean)).astype(np.float32),
+        "n_counts": np.concatenate(cell_parts["total"]),
+        "n_genes": np.concatenate(cell_parts["ngenes"]).astype(np.int32),
+    }
+    if with_trajectory:
+        columns["trajectory_time"] = np.concatenate(cell_parts["tau"])
+        columns["fate"] = pd.Categorical.from_codes(fate_codes, categories=fates)
+    obs = pd.DataFrame(columns, index=pd.Index([f"cell_{i}" for i in range(n_cells)]))
     gene_width = len(str(n_genes - 1))
     gene_names = np.array([f"gene_{i:0{gene_width}d}" for i in range(n_genes)])
-    program_names = [""] + lineages + cell_types
+    program_names = [""] + lineages + cell_types + ([PROGENITOR] if with_trajectory else [])
     var = pd.DataFrame(
         {
             "role": pd.Categorical.from_codes(role, categories=list(ROLES)),
@@ -412,6 +503,11 @@ def simulate(
         ct: names(np.concatenate([type_cols[k], lineage_cols[lineage_of_type[k]], state_cols[k]]))
         for k, ct in enumerate(cell_types)
     }
+    if with_trajectory:
+        truth[PROGENITOR] = names(progenitor_cols)
+        for k, fate in zip(fate_type, fates):
+            fate_genes = [progenitor_cols, type_cols[k], lineage_cols[lineage_of_type[k]]]
+            truth[f"{fate}_transitional"] = names(np.concatenate(fate_genes))
     params: dict[str, Any] = {
         "n_cells": n_cells,
         "n_genes": n_genes,
@@ -430,6 +526,8 @@ def simulate(
         "noise_dispersion": noise_dispersion,
         "depth_mean": depth_mean,
         "depth_sigma": depth_sigma,
+        "trajectory_fraction": trajectory_fraction,
+        "n_progenitor_genes": n_progenitor_genes,
         "random_state": random_state,
         "seed_block": _SEED_BLOCK,
         "target_sum": _TARGET_SUM,
@@ -442,8 +540,12 @@ def simulate(
                 "type": {ct: names(type_cols[k]) for k, ct in enumerate(cell_types)},
                 "lineage": {lin: names(lineage_cols[i]) for i, lin in enumerate(lineages)},
                 "state": {ct: names(state_cols[k]) for k, ct in enumerate(cell_types)},
+                **({"progenitor": names(progenitor_cols)} if with_trajectory else {}),
             },
-            "lineage_of": {ct: lineages[lineage_of_type[k]] for k, ct in enumerate(cell_types)},
+            "lineage_of": {
+                **{ct: lineages[lineage_of_type[k]] for k, ct in enumerate(cell_types)},
+                **{f"{fates[i]}_transitional": lineages[lineage_of_type[k]] for i, k in enumerate(fate_type)},
+            } if with_trajectory else {ct: lineages[lineage_of_type[k]] for k, ct in enumerate(cell_types)},
             "params": params,
         }
     }
@@ -509,6 +611,8 @@ class _Block:
     t: np.ndarray  # float32 pseudotime
     size_factor: np.ndarray  # float32
     total: np.ndarray  # float32 observed library size
+    tau: np.ndarray  # float32 differentiation time (NaN off the trajectory)
+    fate: np.ndarray  # int16 fate index (-1 off the trajectory)
 
     def head(self, n: int) -> _Block:
         """The first ``n`` cells."""
@@ -524,11 +628,19 @@ class _Block:
             t=self.t[:n],
             size_factor=self.size_factor[:n],
             total=self.total[:n],
+            tau=self.tau[:n],
+            fate=self.fate[:n],
         )
 
 
-def _simulate_block(design: _Design, n: int, rng: np.random.Generator) -> _Block:
-    """Generate ``n`` cells densely and return their sparse rows."""
+def _simulate_block(
+    design: _Design, n: int, rng: np.random.Generator, trajectory_rng: np.random.Generator
+) -> _Block:
+    """Generate ``n`` cells densely and return their sparse rows.
+
+    ``trajectory_rng`` draws which cells lie on the trajectory, their fates and
+    times; it is not used without a trajectory, so ``rng`` alone decides the rest.
+    """
     n_genes = design.theta.size
     # Per-cell draws first, in a fixed order, then the count matrix.
     cell_type = np.searchsorted(design.type_cdf, rng.random(n), side="right")
@@ -547,6 +659,26 @@ def _simulate_block(design: _Design, n: int, rng: np.random.Generator) -> _Block
         ramp = np.exp(np.multiply.outer(t[rows], design.state_lfc[k])).astype(np.float32)
         mu[np.ix_(rows, cols)] *= ramp
 
+    tau = np.full(n, np.nan, dtype=np.float32)
+    fate = np.full(n, -1, dtype=np.int16)
+    state = t.astype(np.float32)
+    traj = design.trajectory
+    if traj is not None:
+        on = np.flatnonzero(trajectory_rng.random(n) < traj.fraction)
+        time = trajectory_rng.random(on.size)
+        fate_of = trajectory_rng.integers(traj.fate_type.size, size=on.size)
+        log_mu = (
+            traj.log_base[None, :]
+            + np.multiply.outer(1.0 - time, traj.progenitor_effect)
+            + time[:, None] * traj.fate_effect[fate_of]
+        )
+        mu[on] = (np.exp(log_mu) * size_factor[on, None]).astype(np.float32)
+        n_types = design.type_cdf.size
+        cell_type[on] = np.where(time < _COMMIT_TIME, n_types, n_types + 1 + fate_of)
+        tau[on] = time
+        fate[on] = fate_of
+        state[on] = np.nan
+
     row_nnz, indices, data = _sample_nb(mu, design.theta, rng)
     rows = np.repeat(np.arange(n), row_nnz)
     total = np.bincount(rows, weights=data, minlength=n)
@@ -560,9 +692,11 @@ def _simulate_block(design: _Design, n: int, rng: np.random.Generator) -> _Block
         x=x,
         row_nnz=row_nnz,
         cell_type=cell_type,
-        t=t.astype(np.float32),
+        t=state,
         size_factor=size_factor.astype(np.float32),
         total=total.astype(np.float32),
+        tau=tau,
+        fate=fate,
     )
 
 

@@ -2,5 +2,6 @@
 
 from ._contributions import contributions, reconstruction_error
 from ._model import model
+from ._quality import quality
 
-__all__ = ["contributions", "model", "reconstruction_error"]
+__all__ = ["contributions", "model", "quality", "reconstruction_error"]

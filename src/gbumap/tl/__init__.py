@@ -3,7 +3,8 @@
 from ._contributions import contributions
 from ._fit import fit
 from ._pipeline import glassbox_umap
+from ._quality import quality
 from ._rank import rank_features
 from ._transform import transform
 
-__all__ = ["contributions", "fit", "glassbox_umap", "rank_features", "transform"]
+__all__ = ["contributions", "fit", "glassbox_umap", "quality", "rank_features", "transform"]
