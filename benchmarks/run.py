@@ -71,29 +71,37 @@ def reference_available(python: str) -> bool:
 
 
 # ---------------------------------------------------------------- metrics
-def quality(pcs: np.ndarray, emb: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> dict:
-    """kNN preservation@15, trustworthiness@15, label kNN accuracy, silhouette (design.md §4).
+def layout_quality(data: dict, emb: np.ndarray, seed: int = 0) -> dict:
+    """The figures of ``gbumap.tl.quality`` for one embedding (design.md §4).
 
-    Preservation is exact for a random sample of up to 10k cells (their true
-    neighbours among all cells); trustworthiness (quadratic in cells) uses a
-    5k-cell sample; accuracy and silhouette use up to 10k cells.
+    ``data`` holds ``rep`` (the input representation) and ``labels``, and for
+    the simulation ``state`` (within-type pseudotime), ``time`` and ``branch``
+    (the trajectory). Neighbour figures use up to 10k sampled cells (exact
+    neighbours among all cells); trustworthiness (quadratic) 5k of them.
     """
-    from sklearn.manifold import trustworthiness
     from sklearn.metrics import silhouette_score
-    from sklearn.model_selection import cross_val_score
-    from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
-    n = len(emb)
-    sample = np.sort(rng.choice(n, size=min(EVAL_CELLS, n), replace=False))
-    k = 15
-    high = NearestNeighbors(n_neighbors=k + 1).fit(pcs).kneighbors(pcs[sample], return_distance=False)[:, 1:]
-    low = NearestNeighbors(n_neighbors=k + 1).fit(emb).kneighbors(emb[sample], return_distance=False)[:, 1:]
-    preservation = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(high, low)]))
-    small = sample[: min(TRUST_CELLS, len(sample))]
-    trust = float(trustworthiness(pcs[small], emb[small], n_neighbors=k))
-    acc = float(cross_val_score(KNeighborsClassifier(k), emb[sample], labels[sample], cv=5).mean())
-    sil = float(silhouette_score(emb[sample], labels[sample]))
-    return {"knn_preservation": preservation, "trustworthiness": trust, "label_knn_accuracy": acc, "silhouette": sil}
+    from gbumap import _layout_metrics as m
+
+    rep, labels = data["rep"], data["labels"]
+    emb = np.asarray(emb, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(len(emb), size=min(EVAL_CELLS, len(emb)), replace=False))
+    small = np.sort(rng.choice(sample, size=min(TRUST_CELLS, len(sample)), replace=False))
+    out = {
+        "knn_preservation": m.knn_preservation(rep, emb, sample),
+        "trustworthiness": m.trustworthiness(rep, emb, small),
+        "label_knn_accuracy": m.label_accuracy(emb, labels, sample),
+        "silhouette": float(silhouette_score(emb[sample], labels[sample])),
+        "radial_anisotropy": m.radial_anisotropy(emb, labels)[0],
+        "centroid_distance_spearman": m.centroid_distance_correlation(rep, emb, labels),
+    }
+    if "state" in data:
+        out["r2_state"] = m.continuous_r2(emb, data["state"], labels)
+    if "time" in data:
+        out["trajectory_spearman"] = m.trajectory_correlation(emb, data["time"], data["branch"])
+        out["trajectory_r2"] = m.continuous_r2(emb, data["time"], data["branch"])
+    return out
 
 
 def attribution_auroc(scores: np.ndarray, categories: list[str], truth) -> float:

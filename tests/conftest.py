@@ -20,10 +20,16 @@ def pbmc(pbmc_raw):
 
 
 @pytest.fixture(scope="session")
-def pbmc_fitted_session(pbmc_raw):
+def pbmc_log_raw(pbmc_raw):
+    """pbmc68k_reduced's log-normalised expression (its ``raw``: 700 cells × 765 genes), with obs and obsm."""
+    return pbmc_raw.raw.to_adata()
+
+
+@pytest.fixture(scope="session")
+def pbmc_fitted_session(pbmc_log_raw):
     import gbumap
 
-    adata = pbmc_raw.copy()
+    adata = pbmc_log_raw.copy()
     gbumap.tl.glassbox_umap(adata, groupby="bulk_labels", n_steps=150, verbose=False, top_genes=10)
     return adata
 
@@ -52,14 +58,15 @@ def wine_std():
 
 
 @pytest.fixture(scope="session")
-def pbmc_plot_session(pbmc_raw):
+def pbmc_plot_session(pbmc_log_raw):
     """A quick fit for the plotting and explorer tests (read-only: plots must not write to it).
 
-    pbmc68k_reduced with a model trained for few steps, its contributions and
-    the bulk_labels rankings; the plots are checked against numbers, not looks.
+    pbmc68k_reduced (log data) with a model trained for few steps, its
+    contributions and the bulk_labels rankings; the plots are checked against
+    numbers, not looks.
     """
     import gbumap
 
-    adata = pbmc_raw.copy()
+    adata = pbmc_log_raw.copy()
     gbumap.tl.glassbox_umap(adata, groupby="bulk_labels", n_steps=40, verbose=False)
     return adata

@@ -127,7 +127,7 @@ def test_top_gene_layer_for_scanpy_plots(pbmc_fitted):
 def test_rank_features_scanpy_format_and_markers(pbmc_fitted):
     key = "rank_features_gbumap"
     res = pbmc_fitted.uns[key]
-    assert res["params"]["groupby"] == "bulk_labels" and res["params"]["score"] == "logfc"
+    assert res["params"]["groupby"] == "bulk_labels" and res["params"]["score"] == "weighted_mean"
     mono = sc.get.rank_genes_groups_df(pbmc_fitted, "CD14+ Monocyte", key=key)
     assert {"names", "scores", "logfoldchanges", "pvals", "pvals_adj"} <= set(mono.columns)
     assert mono["scores"].is_monotonic_decreasing
@@ -145,9 +145,10 @@ def test_rank_features_scanpy_format_and_markers(pbmc_fitted):
     }
     assert len(top_mono & monocyte_markers) >= 3
     assert len(top_nk & nk_markers) >= 3
-    assert {"pts", "pts_rest", "mean_expression"} <= set(res)
-    with_pts = sc.get.rank_genes_groups_df(pbmc_fitted, "CD56+ NK", key=key)
-    assert with_pts["pct_nz_group"].between(0, 1).all()
+    table = gbumap.get.rank_features_df(pbmc_fitted, "CD56+ NK")
+    assert {"pct_nz_group", "pct_nz_reference", "mean_contribution", "mean_expression"} <= set(table.columns)
+    assert table["pct_nz_group"].between(0, 1).all() and table["pct_nz_reference"].between(0, 1).all()
+    assert list(table["names"]) == list(sc.get.rank_genes_groups_df(pbmc_fitted, "CD56+ NK", key=key)["names"])
     dp = sc.pl.rank_genes_groups_dotplot(pbmc_fitted, key=key, n_genes=3, show=False, return_fig=True)
     assert dp is not None
 

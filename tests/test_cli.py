@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -10,9 +12,16 @@ from gbumap.cli import main
 
 
 def test_demo_writes_everything(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--n-steps", "60", "--quiet"]) == 0
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["demo", "--out", str(tmp_path), "--n-steps", "60", "--quiet"]) == 0
+    ours = [w for w in caught if not str(w.filename).startswith(("/usr", sys.prefix)) or "anndata" in str(w.filename)]
+    assert not ours, [f"{w.category.__name__}: {w.message}" for w in ours]
     out = capsys.readouterr().out
     assert "reconstruction error" in out and "CD14+ Monocyte:" in out
+    assert "ranked by mean L2 contribution in the group × max(0, pts − pts_rest)" in out
     for name in ("pbmc68k_gbumap.h5ad", "top_features.png", "reconstruction.png", "rank_features.png"):
         assert (tmp_path / name).stat().st_size > 1000, name
     pytest.importorskip("bokeh")

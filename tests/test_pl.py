@@ -50,10 +50,15 @@ def _mean(adata, component, obs=None) -> pd.Series:
     return pd.Series(values.mean(axis=0), index=adata.uns["gbumap"]["feature_names"].astype(str))
 
 
-def test_top_feature_groups_matches_argmax(adata):
-    groups = gbumap.pl.top_feature_groups(adata, n_top=6)
+@pytest.mark.parametrize("direction", ["any", "up"])
+def test_top_feature_groups_matches_argmax(adata, direction):
+    groups = gbumap.pl.top_feature_groups(adata, n_top=6, direction=direction)
     l2 = gbumap.get.contributions(adata, reduction="l2")
     names = np.asarray(adata.uns["gbumap"]["feature_names"]).astype(str)
+    if direction == "up":  # only genes above the baseline in the cell compete
+        X = adata[:, names].X
+        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+        l2 = np.where(X > gbumap.get.model(adata).baseline_, l2, -1.0)
     winners = pd.Series(names[l2.argmax(axis=1)], index=adata.obs_names)
     wins = winners.value_counts()
     assert isinstance(groups.dtype, pd.CategoricalDtype)

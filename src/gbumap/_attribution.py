@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["contributions_from_jacobian", "reduce_contributions", "Reduction"]
+__all__ = ["contributions_from_jacobian", "reduce_contributions", "reduction_label", "Reduction"]
 
 Reduction = Literal["l2", "normed_l2"] | int | None
 
@@ -61,3 +61,12 @@ def reduce_contributions(contrib: np.ndarray, reduction: Reduction) -> np.ndarra
         total[total == 0] = 1.0
         return (mag / total).astype(contrib.dtype)
     raise ValueError(f"reduction must be None, 'l2', 'normed_l2' or an axis index; got {reduction!r}.")
+
+
+def reduction_label(reduction: Reduction, key: str = "gbumap") -> str:
+    """Human-readable name of a reduction, for titles, axis labels and summaries."""
+    if reduction == "l2":
+        return "L2 contribution"
+    if reduction == "normed_l2":
+        return "share of the cell's L2 total"
+    return f"contribution to {key}{int(reduction) + 1} (signed)"

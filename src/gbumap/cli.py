@@ -10,11 +10,9 @@ from pathlib import Path
 __all__ = ["main"]
 
 
-_SCORE_TEXT = {
-    "logfc": "log2 ratio of the group's mean L2 contribution to the rest's",
-    "t": "Welch's t of the L2 contribution, group vs rest",
-    "mean": "the group's mean L2 contribution",
-}
+def _stored_reduction(params) -> str | int:
+    reduction = str(params.get("reduction", "l2"))
+    return int(reduction) if reduction.isdigit() else reduction
 
 
 def _summary(adata, key: str, groupby: str | None, n_top: int = 5) -> str:
@@ -30,8 +28,11 @@ def _summary(adata, key: str, groupby: str | None, n_top: int = 5) -> str:
     ]
     rank_key = f"rank_features_{key}"
     if groupby is not None and rank_key in adata.uns:
-        score = str(adata.uns[rank_key]["params"].get("score", "logfc"))
-        lines.append(f"top genes per {groupby} (ranked by {_SCORE_TEXT.get(score, score)}):")
+        from .tl._rank import score_label
+
+        params = adata.uns[rank_key]["params"]
+        label = score_label(str(params.get("score", "logfc")), _stored_reduction(params), key)
+        lines.append(f"top genes per {groupby} (ranked by {label}):")
         for group in adata.uns[rank_key]["names"].dtype.names:
             df = sc.get.rank_genes_groups_df(adata, group, key=rank_key).head(n_top)
             lines.append(f"  {group}: {', '.join(df['names'].astype(str))}")
@@ -73,8 +74,12 @@ def _demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    adata = sc.datasets.pbmc68k_reduced()
-    print(f"gbumap demo: pbmc68k_reduced ({adata.n_obs} cells × {adata.n_vars} genes), bundled with scanpy")
+    # the log-normalised expression (adata.raw); X of pbmc68k_reduced holds z-scored values
+    adata = sc.datasets.pbmc68k_reduced().raw.to_adata()
+    print(
+        f"gbumap demo: pbmc68k_reduced ({adata.n_obs} cells × {adata.n_vars} genes, log-normalised), "
+        "bundled with scanpy"
+    )
     tl.glassbox_umap(adata, groupby="bulk_labels", top_genes=20, verbose=not args.quiet, n_steps=args.n_steps)
     figures = [] if args.no_figures else _figures(adata, "gbumap", "bulk_labels", out)
     path = out / "pbmc68k_gbumap.h5ad"

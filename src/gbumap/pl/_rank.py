@@ -12,7 +12,8 @@ from anndata import AnnData
 
 from .._anndata_input import missing_key_error
 from ._docs import SHOW_SAVE, doc_params
-from ._utils import Component, check_component, component_label, finish, group_colors, is_signed, model, panel_grid
+from ..tl._rank import score_label
+from ._utils import Component, check_component, finish, group_colors, is_signed, model, panel_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -21,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["rank_features"]
 
 
-def _reusable(result: Any, groupby: str, key: str, component: Component) -> bool:
+def _reusable(result: Any, groupby: str, key: str, component: Component, score: str | None) -> bool:
     if not isinstance(result, Mapping) or "params" not in result or "names" not in result:
         return False
     params = result["params"]
@@ -29,6 +30,7 @@ def _reusable(result: Any, groupby: str, key: str, component: Component) -> bool
         str(params.get("groupby")) == groupby
         and str(params.get("model_key", key)) == key
         and str(params.get("reduction", "l2")) == str(component)
+        and (score is None or str(params.get("score")) == score)
     )
 
 
@@ -56,6 +58,7 @@ def rank_features(
     key: str = "gbumap",
     kind: Literal["bars", "dotplot"] = "bars",
     component: Component = "l2",
+    score: str | None = None,
     groups: Sequence[str] | None = None,
     rank_key: str | None = None,
     ncols: int = 4,
@@ -69,11 +72,12 @@ def rank_features(
     """Top genes per group, ranked by their contributions to the embedding.
 
     Plots the result of :func:`gbumap.tl.rank_features`: for each group, the
-    genes with the largest mean contribution in that group. The ranking
-    stored in ``uns[rank_key]`` is reused when it was computed for the same
-    ``groupby``, model and ``component``; otherwise it is computed on a
-    light stand-in object sharing ``adata``'s matrices, and ``adata`` is not
-    modified.
+    genes with the highest ranking score. The ranking stored in
+    ``uns[rank_key]`` is reused when it was computed for the same
+    ``groupby``, model, ``component`` and (when given) ``score``; otherwise it
+    is computed on a light stand-in object sharing ``adata``'s matrices, and
+    ``adata`` is not modified. Axis labels and titles name the statistic
+    drawn, as stored in the ranking's ``params["score"]``.
 
     Parameters
     ----------
@@ -88,15 +92,17 @@ def rank_features(
     kind
         ``"bars"``: a panel per group with horizontal bars of the top genes'
         scores (the ranking statistic of :func:`gbumap.tl.rank_features`, by
-        default the log2 ratio of the group's mean contribution to the
-        rest's), in the group's colour from
-        ``uns[f"{groupby}_colors"]``. ``"dotplot"``:
+        default the group's mean L2 contribution × ``max(0, pts −
+        pts_rest)``), in the group's colour from ``uns[f"{groupby}_colors"]``. ``"dotplot"``:
         :func:`scanpy.pl.rank_genes_groups_dotplot` with the dot colour set
         to the score (``values_to_plot="scores"`` unless given) and the dot
         size to the fraction of cells expressing the gene.
     component
         Per-cell score ranked: ``"l2"``, ``"normed_l2"`` or an axis index
         (signed), as ``reduction`` in :func:`gbumap.tl.rank_features`.
+    score
+        Ranking statistic, as ``score`` in :func:`gbumap.tl.rank_features`
+        (default: a stored ranking's, else that function's default).
     groups
         Only these groups (default: all).
     rank_key
@@ -135,10 +141,9 @@ def rank_features(
     view = model(adata, key)
     component = check_component(component, view.estimator.n_components)
     rank_key = rank_key or f"rank_features_{key}"
-    label = component_label(component, key)
 
     result = adata.uns.get(rank_key)
-    if _reusable(result, groupby, key, component):
+    if _reusable(result, groupby, key, component, score):
         stored_groups = list(result["names"].dtype.names)
         if groups is not None and any(str(g) not in stored_groups for g in groups):
             result = None
@@ -148,8 +153,10 @@ def rank_features(
         from ..tl import rank_features as compute
 
         shell = _compute_shell(adata, groupby, key)
-        compute(shell, groupby, key=key, reduction=component, key_added=rank_key)
+        extra = {} if score is None else {"score": score}
+        compute(shell, groupby, key=key, reduction=component, key_added=rank_key, **extra)
         result = shell.uns[rank_key]
+    label = score_label(str(result["params"].get("score", "logfc")), component, key)
 
     available = list(result["names"].dtype.names)
     shown = available if groups is None else [str(g) for g in groups]
@@ -160,7 +167,7 @@ def rank_features(
         kwargs.setdefault("dendrogram", False)
         kwargs.setdefault("values_to_plot", "scores")
         if kwargs["values_to_plot"] == "scores":
-            kwargs.setdefault("colorbar_title", f"mean {label}")
+            kwargs.setdefault("colorbar_title", label)
             if is_signed(component):
                 kwargs.setdefault("cmap", "RdBu_r")
                 kwargs.setdefault("vcenter", 0.0)
@@ -202,10 +209,10 @@ def rank_features(
         ax_.set_yticks(y, labels=names)
         ax_.invert_yaxis()
         ax_.set_title(f"{group} (n={int(sizes.get(group, 0)):,})", fontsize="medium")
-        ax_.set_xlabel(f"mean {label}", fontsize="small")
+        ax_.set_xlabel(label, fontsize="small")
         ax_.tick_params(axis="y", labelsize="small")
         if is_signed(component):
             ax_.axvline(0, color="black", linewidth=0.6)
         ax_.spines[["top", "right"]].set_visible(False)
-    fig.suptitle(f"{key}: top genes per {groupby} by mean {label}", y=1.0)
+    fig.suptitle(f"{key}: top genes per {groupby}, ranked by {label}", y=1.0)
     return finish(fig, axes, name="rank_features", show=show, save=save, return_fig=return_fig)

@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._anndata_input import missing_key_error, select_obs
+from .._attribution import reduction_label
 from ..get._model import ModelView, model_view
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,11 +42,7 @@ def is_signed(component: Component) -> bool:
 
 def component_label(component: Component, key: str = "gbumap") -> str:
     """Human-readable name of a component, for titles and axis labels."""
-    if component == "l2":
-        return "L2 contribution"
-    if component == "normed_l2":
-        return "share of the cell's L2 total"
-    return f"contribution to {key}{int(component) + 1} (signed)"
+    return reduction_label(component, key)
 
 
 def embedding_key(adata: AnnData, basis: str) -> str:

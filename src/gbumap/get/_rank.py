@@ -1,0 +1,82 @@
+"""Reading :func:`gbumap.tl.rank_features` results back as a tidy table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+__all__ = ["rank_features_df", "RANK_FIELDS", "GROUP_FIELDS"]
+
+#: Rank-ordered per-group fields, as in ``sc.tl.rank_genes_groups``.
+RANK_FIELDS = ("names", "scores", "logfoldchanges", "pvals", "pvals_adj")
+#: Further rank-ordered per-group fields written by ``tl.rank_features``.
+GROUP_FIELDS = ("pct_nz_group", "pct_nz_reference", "mean_contribution", "mean_expression")
+# Results written by gbumap 0.1 kept genes × groups DataFrames under these keys instead.
+_LEGACY_TABLES = {
+    "pct_nz_group": "pts",
+    "pct_nz_reference": "pts_rest",
+    "mean_contribution": "mean_contribution",
+    "mean_expression": "mean_expression",
+}
+
+
+def rank_features_df(
+    adata: AnnData,
+    group: str | Sequence[str] | None = None,
+    *,
+    key: str = "rank_features_gbumap",
+) -> pd.DataFrame:
+    """One group's (or several groups') ranking as a table, best gene first.
+
+    The columns of :func:`scanpy.get.rank_genes_groups_df` (``names``,
+    ``scores``, ``logfoldchanges``, ``pvals``, ``pvals_adj``) plus
+    ``pct_nz_group`` and ``pct_nz_reference`` (fraction of the group's and of
+    the other cells with the gene above 0), ``mean_contribution`` and
+    ``mean_expression``, and ``group`` when several groups are asked for.
+
+    Parameters
+    ----------
+    adata
+        AnnData on which :func:`gbumap.tl.rank_features` ran.
+    group
+        Group name(s) (default: all groups).
+    key
+        The ranking's ``uns`` key.
+
+    Returns
+    -------
+    pandas.DataFrame
+
+    Examples
+    --------
+    >>> gbumap.get.rank_features_df(adata, "CD14+ Monocyte").head()  # doctest: +SKIP
+    """
+    if key not in adata.uns:
+        found = [k for k, v in adata.uns.items() if isinstance(v, Mapping) and "names" in v and "params" in v]
+        shown = ", ".join(repr(k) for k in found) or "none"
+        raise KeyError(f"No ranking under uns[{key!r}]; run gbumap.tl.rank_features first. Rankings here: {shown}.")
+    result = adata.uns[key]
+    available = list(result["names"].dtype.names)
+    groups = available if group is None else ([group] if isinstance(group, str) else list(group))
+    unknown = [g for g in groups if g not in available]
+    if unknown:
+        raise KeyError(f"Groups {unknown} are not in uns[{key!r}]; it ranks {available}.")
+    frames = []
+    for g in groups:
+        names = np.asarray(result["names"][g]).astype(str)
+        frame = pd.DataFrame({"names": names})
+        for field in RANK_FIELDS[1:]:
+            if field in result:
+                frame[field] = np.asarray(result[field][g])
+        for field in GROUP_FIELDS:
+            if field in result:
+                frame[field] = np.asarray(result[field][g])
+            elif _LEGACY_TABLES[field] in result and isinstance(result[_LEGACY_TABLES[field]], pd.DataFrame):
+                frame[field] = result[_LEGACY_TABLES[field]][g].reindex(names).to_numpy()
+        if len(groups) > 1:
+            frame.insert(0, "group", g)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
