@@ -129,8 +129,8 @@ def attribution_auroc(scores: np.ndarray, categories: list[str], truth) -> float
 
 # ---------------------------------------------------------------- report
 def machine_info() -> dict:
-    import anndata
-    import scanpy
+    from importlib.metadata import version
+
     import torch
 
     import gbumap
@@ -152,8 +152,8 @@ def machine_info() -> dict:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         "python": platform.python_version(),
         "gbumap": gbumap.__version__,
-        "scanpy": scanpy.__version__,
-        "anndata": anndata.__version__,
+        "scanpy": version("scanpy"),
+        "anndata": version("anndata"),
         "torch": torch.__version__,
     }
 

@@ -57,7 +57,7 @@ def test_custom_homogeneous_encoder_is_accepted_and_exact(wine_std):
     model = GlassBoxUMAP(encoder=module, n_steps=30, batch_size=512).fit(X)
     emb = model.transform(X)
     contrib = model.compute_contributions(X)
-    assert np.abs(contrib.sum(-1) - emb).max() / np.abs(emb).max() < 1e-4
+    assert np.abs(contrib.sum(-1) - emb).max() / np.abs(emb).max() < 1e-5
     # the user's module is not trained in place
     assert model.encoder_ is not module
 
@@ -83,4 +83,4 @@ def test_degree_two_encoder(wine_std):
     model.fit(X)
     emb = model.transform(X)
     contrib = model.compute_contributions(X)
-    assert np.abs(contrib.sum(-1) - emb).max() / np.abs(emb).max() < 1e-10
+    assert np.abs(contrib.sum(-1) - emb).max() / np.abs(emb).max() < 1e-12

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -79,10 +80,29 @@ def test_missing_bokeh_names_the_extra(adata, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- browser
 
 
+def browser_missing() -> str | None:
+    """Why the browser tests cannot run here (chromium or its driver absent), or ``None``."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if not missing:
+        return None
+    return f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} absent; install with: {INSTALL}"
+
+
+def test_browser_guard_names_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMEDRIVER", tmp_path / "no-chromedriver")
+    why = browser_missing()
+    assert why is not None and "no-chromedriver is absent" in why and INSTALL in why
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", tmp_path / "no-chromium")
+    assert "no-chromium and" in browser_missing() and "are absent" in browser_missing()
+
+
 @pytest.fixture(scope="module")
 def driver():
-    if not CHROMIUM.exists():
-        pytest.skip(f"/usr/bin/chromium is absent; install it with: {INSTALL}")
+    why = browser_missing()
+    if why is not None:
+        if os.environ.get("GBUMAP_REQUIRE_BROWSER"):
+            pytest.fail(f"GBUMAP_REQUIRE_BROWSER is set (as in CI) but the browser tests cannot run: {why}")
+        pytest.skip(why)
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service

@@ -83,6 +83,13 @@ def test_training_precision_is_recorded_and_exactness_unaffected(digits, precisi
     assert model.reconstruction_error(X[:500])["max_rel"] < 1e-5
 
 
+def test_bf16_training_really_changes_the_arithmetic(digits):
+    X, _ = digits
+    full = GlassBoxUMAP(training_precision="full", n_steps=60, random_state=0).fit(X[:500])
+    mixed = GlassBoxUMAP(training_precision="bf16-mixed", n_steps=60, random_state=0).fit(X[:500])
+    assert not np.array_equal(full.embedding_, mixed.embedding_)  # autocast ran: other rounding, other model
+
+
 def test_float64_models_train_in_full_precision(digits):
     X, _ = digits
     model = GlassBoxUMAP(dtype="float64", training_precision="auto", n_steps=20).fit(X[:200])
@@ -117,6 +124,23 @@ def test_radial_anisotropy_separates_starburst_from_blobs_and_ignores_rotation()
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     assert metrics.radial_anisotropy(star @ rot.T + 3.0, labels)[0] == pytest.approx(a_star, rel=1e-9)
     assert metrics.radial_anisotropy(star * [1, -1], labels)[0] == pytest.approx(a_star, rel=1e-9)
+
+
+def test_knn_preservation_equals_a_brute_force_count():
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(3)
+    high, low = rng.normal(size=(300, 8)), rng.normal(size=(300, 2))
+    low[:, 0] += high[:, 0]  # partly faithful
+    sample = np.arange(0, 300, 3)
+    k = 10
+    shared = []
+    for i in sample:
+        a = np.argsort(cdist(high[i : i + 1], high)[0])
+        b = np.argsort(cdist(low[i : i + 1], low)[0])
+        a, b = a[a != i][:k], b[b != i][:k]
+        shared.append(len(set(a) & set(b)) / k)
+    assert metrics.knn_preservation(high, low, sample, k) == pytest.approx(np.mean(shared))
 
 
 def test_neighbour_figures_on_known_embeddings():

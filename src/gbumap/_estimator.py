@@ -530,6 +530,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             "device": result.device,
             "learning_rate": result.learning_rate,
             "precision": config.precision,
+            "engine": config.engine,
         }
         t0 = time.perf_counter()
         self.embedding_ = self._embed(Z_np)

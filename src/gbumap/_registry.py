@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT_VERSION", "RegistryError", "encode_model", "decode_model", "registry_for"]
+__all__ = ["FORMAT_VERSION", "RegistryError", "encode_model", "encode_weights", "decode_model", "registry_for"]
 
 FORMAT_VERSION = 1
 
@@ -116,6 +116,11 @@ def _field(reg: Mapping, name: str, where: str = "") -> Any:
     return reg[name]
 
 
+def encode_weights(module) -> dict:
+    """A module's ``state_dict`` as plain arrays, keyed without dots (``linears.0.weight`` → ``linears__0__weight``)."""
+    return {k.replace(".", "__"): v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
 def encode_model(model) -> dict:
     """The registry dict of a fitted :class:`~gbumap.GlassBoxUMAP` (model part only)."""
     from . import __version__
@@ -143,7 +148,7 @@ def encode_model(model) -> dict:
         enc = {"kind": "custom", "class_name": type(encoder).__name__}
     enc["n_inputs"] = int(model.n_inputs_)
     enc["n_outputs"] = int(model.n_components)
-    enc["state"] = {k.replace(".", "__"): v.detach().cpu().numpy().copy() for k, v in encoder.state_dict().items()}
+    enc["state"] = encode_weights(encoder)
     projection: dict[str, Any] = {"baseline": np.asarray(model.baseline_, dtype=np.float64)}
     if model.components_ is not None:
         projection["components"] = np.asarray(model.components_)
@@ -166,6 +171,7 @@ def encode_model(model) -> dict:
             "device": str(info["device"]),
             "stopped_early": bool(info["stopped_early"]),
             "precision": str(info.get("precision", "full")),
+            "engine": str(info.get("engine", "torch")),
         },
         "n_features": int(model.n_features_in_),
     }
@@ -337,5 +343,6 @@ def decode_model(reg: Mapping, encoder=None):
         "device": _as_str(_field(training, "device", "training/"), "training/device"),
         "stopped_early": bool(_numeric(_field(training, "stopped_early", "training/"), "stopped_early", ndim=0)),
         "precision": _as_str(training["precision"], "training/precision") if "precision" in training else "full",
+        "engine": _as_str(training["engine"], "training/engine") if "engine" in training else "torch",
     }
     return model

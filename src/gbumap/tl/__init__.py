@@ -4,7 +4,8 @@ from ._contributions import contributions
 from ._fit import fit
 from ._pipeline import glassbox_umap
 from ._quality import quality
+from ._randomization import randomization_check
 from ._rank import rank_features
 from ._transform import transform
 
-__all__ = ["contributions", "fit", "glassbox_umap", "quality", "rank_features", "transform"]
+__all__ = ["contributions", "fit", "glassbox_umap", "quality", "randomization_check", "rank_features", "transform"]

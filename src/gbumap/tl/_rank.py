@@ -45,6 +45,22 @@ def _recarray(columns: dict[str, np.ndarray], dtype) -> np.recarray:
     return pd.DataFrame(columns).to_records(index=False, column_dtypes={k: dtype for k in columns})
 
 
+def _expression(adata: AnnData, view, layer: str | None):
+    """The matrix whose values give detection rates and mean expression, columns in the model's gene order."""
+    if layer is None:
+        return view.matrix(adata)
+    if not view.gene_level:
+        raise ValueError(
+            f"Model {view.key!r} explains columns of {view.spec.description}, not genes; layer= cannot be used."
+        )
+    if layer not in adata.layers:
+        raise missing_key_error("layer", layer, adata.layers.keys())
+    from .._anndata_input import InputSpec, feature_matrix
+
+    matrix, _ = feature_matrix(adata, InputSpec(layer=layer), view.feature_names)
+    return matrix
+
+
 def check_groupby(adata: AnnData, groupby: str) -> None:
     """Raise unless ``obs[groupby]`` exists and holds at least two groups of cells."""
     if groupby not in adata.obs.columns:
@@ -67,6 +83,7 @@ def rank_features(
     score: Literal["weighted_mean", "t", "logfc", "mean"] = "weighted_mean",
     groups: Sequence[str] | None = None,
     n_genes: int | None = None,
+    layer: str | None = None,
     key_added: str | None = None,
     batch_size: int = 4096,
     copy: bool = False,
@@ -125,6 +142,13 @@ def rank_features(
         other cell.
     n_genes
         Genes kept per group (default: all the model's genes).
+    layer
+        Where the expression for ``pts``, ``pts_rest`` and ``mean_expression``
+        (and so the default score's detection weight) is read: a layer with
+        the model's genes. Default: the model's own input. Pass the
+        log-normalised layer when the model was trained on scaled or
+        regressed values, where "above 0" means "above average", not
+        "detected".
     key_added
         ``uns`` key of the result (default ``"rank_features_<key>"``).
     batch_size
@@ -200,7 +224,7 @@ def rank_features(
     tot_sum = np.zeros(n_feat)
     tot_sq = np.zeros(n_feat)
     tot_nz = np.zeros(n_feat)
-    X = view.matrix(adata)
+    X = _expression(adata, view, layer)
     labelled = np.flatnonzero(codes >= 0)
     for rows, contrib in view.iter_contributions(adata, labelled, batch_size=batch_size):
         per_cell = reduce_contributions(contrib, reduction).astype(np.float64)
@@ -284,6 +308,7 @@ def rank_features(
         "reduction": str(reduction),
         "score": score,
         "baseline": str(view.estimator.baseline),
+        "expression_layer": "None" if layer is None else str(layer),
     }
     target = adata.copy() if copy else adata
     target.uns[key_added or f"rank_features_{key}"] = result
