@@ -59,3 +59,33 @@ def test_training_does_not_import_dynamo():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+def test_negatives_are_drawn_among_heads_and_tails():
+    from gbumap._training import sample_negatives
+
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.cat([sample_negatives(128, 640, gen) for _ in range(50)]).numpy()
+    assert draws.min() == 0 and draws.max() == 127
+    counts = np.bincount(draws, minlength=128)
+    expected = len(draws) / 128
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 200  # 127 degrees of freedom: p ≈ 1e-4 at 180
+    tails = (draws >= 64).mean()
+    assert abs(tails - 0.5) < 4 * np.sqrt(0.25 / len(draws))
+
+
+def test_edges_are_drawn_in_proportion_to_their_weight():
+    import scipy.sparse as sp
+
+    from gbumap._training import _edge_tensors, sample_edge_cells
+
+    weights = np.array([0.05, 0.15, 0.3, 0.5])
+    graph = sp.csr_matrix((weights, ([0, 1, 2, 3], [1, 2, 3, 0])), shape=(4, 4))
+    heads, tails, cdf = _edge_tensors(graph, torch.device("cpu"), torch.float64)
+    gen = torch.Generator().manual_seed(1)
+    n = 20_000
+    cells = sample_edge_cells(heads, tails, cdf, n, gen).numpy()
+    freq = np.bincount(cells[:n], minlength=4) / n  # heads 0..3 belong to edges 0..3
+    np.testing.assert_allclose(freq, weights, atol=4 * np.sqrt(0.25 / n))
+    assert np.array_equal(cells[n:], (cells[:n] + 1) % 4)  # each tail follows its head

@@ -21,7 +21,15 @@ from torch import nn
 
 from ._optimizer import OneCycleAdam
 
-__all__ = ["TrainingConfig", "TrainingResult", "train_encoder", "resolve_device", "resolve_precision"]
+__all__ = [
+    "TrainingConfig",
+    "TrainingResult",
+    "train_encoder",
+    "resolve_device",
+    "resolve_precision",
+    "sample_edge_cells",
+    "sample_negatives",
+]
 
 _DIST_EPS = 1e-3
 
@@ -119,6 +127,20 @@ def _edge_tensors(graph: sp.spmatrix, device: torch.device, dtype: torch.dtype):
     return heads, tails, cdf
 
 
+def sample_edge_cells(
+    heads: torch.Tensor, tails: torch.Tensor, cdf: torch.Tensor, n_edges: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Cells of ``n_edges`` edges drawn with probability proportional to their weight: heads, then tails."""
+    u = torch.rand(n_edges, generator=generator, device=cdf.device, dtype=cdf.dtype)
+    idx = torch.searchsorted(cdf, u).clamp_(max=cdf.numel() - 1)
+    return torch.cat([heads[idx], tails[idx]])
+
+
+def sample_negatives(n_embedded: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` negative partners drawn uniformly among all ``n_embedded`` cells of the step (heads and tails)."""
+    return torch.randint(0, n_embedded, (count,), generator=generator, device=generator.device)
+
+
 def _umap_step_loss(
     emb_head: torch.Tensor,
     emb_tail: torch.Tensor,
@@ -209,9 +231,7 @@ def train_encoder(
     bar = tqdm(total=n_steps, disable=not config.verbose, desc="gbumap training", unit="step", leave=False)
     try:
         for step in range(n_steps):
-            u = torch.rand(B, generator=gen, device=device, dtype=Z.dtype)
-            idx = torch.searchsorted(cdf, u).clamp_(max=cdf.numel() - 1)
-            cells = torch.cat([heads[idx], tails[idx]])
+            cells = sample_edge_cells(heads, tails, cdf, B, gen)
             if mixed:
                 # bf16 matrix products, float32 weights, loss and optimizer state
                 with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -219,7 +239,7 @@ def train_encoder(
                 emb = emb.float()
             else:
                 emb = model(Z[cells])
-            neg_idx = torch.randint(0, 2 * B, (B * nsr,), generator=gen, device=device)
+            neg_idx = sample_negatives(2 * B, B * nsr, gen)
             loss = _umap_step_loss(
                 emb[:B], emb[B : 2 * B], emb, neg_idx, log_a, config.b, nsr, config.repulsion_strength
             )
