@@ -18,6 +18,7 @@ from typing import Any, Callable
 import anndata as ad
 import matplotlib
 import numpy as np
+from sklearn.exceptions import NotFittedError
 import pandas as pd
 import pytest
 import scipy.sparse as sp
@@ -211,7 +212,7 @@ def _(ctx):
     return X, lambda: gbumap.GlassBoxUMAP(checkpoint_path=3, **FIT).fit(X)
 
 
-@bad("est/not_fitted", RuntimeError, r"not fitted yet; call fit\(X\) first")
+@bad("est/not_fitted", NotFittedError, r"not fitted yet; call fit\(X\) first")
 def _(ctx):
     X = _X()
     return X, lambda: gbumap.GlassBoxUMAP().transform(X)

@@ -113,9 +113,12 @@ def test_invalid_parameters(wine_std, params, message):
 
 def test_errors_before_fit_and_on_wrong_features(wine_std):
     X, _ = wine_std
+    from sklearn.exceptions import NotFittedError
+
     model = GlassBoxUMAP()
-    with pytest.raises(RuntimeError, match="not fitted"):
-        model.transform(X)
+    for call in (model.transform, model.input_jacobian, model.compute_contributions, model.reconstruction_error):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            call(X)
     model.set_params(n_steps=5, batch_size=128).fit(X)
     with pytest.raises(ValueError, match="13"):
         model.transform(X[:, :5])

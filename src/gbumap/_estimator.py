@@ -11,10 +11,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ._attribution import Reduction, contributions_from_jacobian, reduce_contributions
 from ._encoder import HomogeneousMLP, check_homogeneous, encoder_jacobian
+from ._progress import progress_bar
 from ._validation import Matrix, as_matrix
 
 __all__ = ["GlassBoxUMAP"]
@@ -245,7 +247,8 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         self.checkpoint_path = checkpoint_path
 
     # ------------------------------------------------------------------ checks
-    def _validate_params(self, n_cells: int | None = None) -> None:
+    def _check_params(self, n_cells: int | None = None) -> None:
+        """Raise a clear error for an invalid parameter (or too few cells for ``n_neighbors``)."""
         def positive_int(name: str, value: Any, minimum: int = 1) -> None:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
@@ -297,19 +300,27 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         return self.engine
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "encoder_"):
-            raise RuntimeError("This GlassBoxUMAP is not fitted yet; call fit(X) first.")
+        check_is_fitted(self, "encoder_", msg="This GlassBoxUMAP is not fitted yet; call fit(X) first.")
 
-    def _check_features(self, X: Matrix) -> None:
+    def _checked_input(self, X: Any) -> Matrix:
+        """``X`` as the model's matrix type, after checking the model is fitted and the features match.
+
+        The one input check of ``transform``, ``input_jacobian``,
+        ``compute_contributions`` and ``reconstruction_error``.
+        """
+        self._check_fitted()
+        X = as_matrix(X, name="X", dtype=self.numpy_dtype)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {X.shape[1]} features but the model was fitted on {self.n_features_in_}. "
                 "Pass the same features in the same order."
             )
+        return X
 
     # ------------------------------------------------------------------ helpers
     @property
-    def _np_dtype(self):
+    def numpy_dtype(self) -> type:
+        """The NumPy dtype of the model's outputs (``np.float32`` or ``np.float64``, from ``dtype``)."""
         return np.float64 if self.dtype == "float64" else np.float32
 
     @property
@@ -351,18 +362,13 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         rows = rows if rows is not None else slice(0, X.shape[0])
         z = self._offset_projection(X, rows)
         divisor = self._input_divisor(z)
-        return (z / divisor).astype(self._np_dtype), divisor
+        return (z / divisor).astype(self.numpy_dtype), divisor
 
     def _encoder_inputs(self, X: Matrix) -> np.ndarray:
-        out = np.empty((X.shape[0], self.n_inputs_), dtype=self._np_dtype)
+        out = np.empty((X.shape[0], self.n_inputs_), dtype=self.numpy_dtype)
         for rows in _row_batches(X.shape[0], 65536):
             out[rows] = self._encoder_input(X, rows)[0]
         return out
-
-    def _progress(self, total: int, desc: str):
-        from tqdm import tqdm  # text bars: tqdm.auto warns in Jupyter without ipywidgets
-
-        return tqdm(total=total, desc=desc, disable=not self.verbose or total < 50_000, leave=False)
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -402,123 +408,36 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        from ._graph import find_ab_params, graph_from_knn, nearest_neighbors
-        from ._pca import randomized_pca
-        from ._training import TrainingConfig, resolve_device, resolve_precision, train_encoder
+        from ._graph import find_ab_params
+        from ._training import resolve_device
 
         timings: dict[str, float] = {}
-        X = as_matrix(X, name="X", dtype=self._np_dtype)
-        self._validate_params(X.shape[0])
-        n_cells, n_features = X.shape
+        X = as_matrix(X, name="X", dtype=self.numpy_dtype)
+        self._check_params(X.shape[0])
         device = resolve_device(self.accelerator)
-        dtype = self._torch_dtype
         seed = 0 if self.random_state is None else int(self.random_state)
 
         t0 = time.perf_counter()
-        self.n_features_in_ = n_features
-        if self.baseline == "mean":
-            # Accumulate in float64, so a constant feature gets exactly its value as baseline
-            # (offset 0, contribution exactly 0; a float32 running sum does not guarantee it),
-            # then round to the model's dtype, so that input filled with the baseline (e.g.
-            # tl.transform(fill_missing="baseline")) also gives an offset of exactly 0.
-            mean = np.asarray(X.mean(axis=0, dtype=np.float64), dtype=np.float64).ravel()
-            self.baseline_ = mean.astype(self._np_dtype).astype(np.float64)
-        else:
-            self.baseline_ = np.zeros(n_features)
-        if components is not None:
-            components = np.asarray(components, dtype=self._np_dtype)
-            if components.ndim != 2 or components.shape[1] != n_features:
-                raise ValueError(
-                    f"components must have shape (n_pcs, {n_features}); got {components.shape}."
-                )
-            self.components_ = components
-            self.explained_variance_ = None
-            self._baseline_projection = self.baseline_ @ components.T.astype(np.float64)
-        elif self.pca_components is not None:
-            center = np.asarray(X.mean(axis=0, dtype=np.float64), dtype=np.float64).ravel()
-            comps, var = randomized_pca(
-                X, self.pca_components, center=center.astype(self._np_dtype), random_state=seed
-            )
-            self.components_ = comps.astype(self._np_dtype)
-            self.explained_variance_ = var
-            self._baseline_projection = self.baseline_ @ self.components_.T.astype(np.float64)
-        else:
-            self.components_ = None
-            self.explained_variance_ = None
-        self.n_inputs_ = n_features if self.components_ is None else self.components_.shape[0]
-        Z_raw = np.empty((n_cells, self.n_inputs_), dtype=self._np_dtype)
-        for rows in _row_batches(n_cells, 65536):
-            Z_raw[rows] = self._offset_projection(X, rows)
-        self.input_norm_offset_ = self._fit_input_norm(Z_raw)
+        Z_raw = self._fit_projection(X, components, seed)
         timings["pca"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        if graph is not None:
-            graph = sp.csr_matrix(graph, dtype=np.float32)
-            if graph.shape != (n_cells, n_cells):
-                raise ValueError(f"graph must be ({n_cells}, {n_cells}); got {graph.shape}.")
-        elif knn is not None:
-            indices, dists = (np.asarray(a) for a in knn)
-            if indices.shape[0] != n_cells or indices.shape != dists.shape:
-                raise ValueError(
-                    f"knn must be two (n_cells, k) arrays with n_cells={n_cells}; got {indices.shape} and {dists.shape}."
-                )
-            graph = graph_from_knn(indices, dists)
-        else:
-            # neighbours of the unscaled input: the scaling only serves the encoder
-            indices, dists = nearest_neighbors(
-                Z_raw, self.n_neighbors, metric=self.metric, random_state=seed, verbose=self.verbose
-            )
-            graph = graph_from_knn(indices, dists)
-        self.graph_ = graph
+        self.graph_ = self._fit_graph(Z_raw, graph, knn, seed)
+        self.a_, self.b_ = find_ab_params(self.spread, self.min_dist)
         Z_np = self._scale_rows(Z_raw)
         del Z_raw
-        self.a_, self.b_ = find_ab_params(self.spread, self.min_dist)
         timings["graph"] = time.perf_counter() - t0
 
         torch.manual_seed(seed)
         Z = torch.from_numpy(Z_np).to(device)
         scale = float(np.sqrt(np.mean(Z_np.astype(np.float64) ** 2) * self.n_inputs_)) or 1.0
-        if self.encoder is None:
-            encoder = HomogeneousMLP(
-                self.n_inputs_,
-                self.n_components,
-                hidden=self.hidden_layers,
-                activation=self.activation,
-                input_scale=1.0 / scale,
-            )
-            degree = 1
-        else:
-            import copy
-
-            encoder = copy.deepcopy(self.encoder)
-            degree = int(self.homogeneity_degree)
-        encoder = encoder.to(device=device, dtype=dtype)
-        check_rows = Z[: min(n_cells, 512)]
-        check_homogeneous(encoder, check_rows, degree=degree)
+        encoder, degree = self._build_encoder(Z, device, input_scale=1.0 / scale)
 
         t0 = time.perf_counter()
-        config = TrainingConfig(
-            n_steps=self.n_steps if self.n_steps is not None else auto_n_steps(n_cells),
-            batch_size=self.batch_size,
-            negative_sample_rate=self.negative_sample_rate,
-            repulsion_strength=self.repulsion_strength,
-            learning_rate=self.learning_rate,
-            a=self.a_,
-            b=self.b_,
-            random_state=seed,
-            early_stopping=self.early_stopping,
-            verbose=self.verbose,
-            engine=self._resolve_engine(device),
-            precision=resolve_precision(self.training_precision, device, dtype),
-        )
-        if self.checkpoint_path is None:
-            result = train_encoder(encoder, Z, graph, config)
-        else:
-            result = self._train_with_checkpoint(encoder, Z, graph, config, train_encoder)
+        result = self._train(encoder, Z, self.graph_, device, seed)
         timings["training"] = time.perf_counter() - t0
         if degree != 1 or self.encoder is not None:
-            check_homogeneous(encoder, check_rows, degree=degree)
+            check_homogeneous(encoder, Z[: min(len(Z), 512)], degree=degree)
 
         self.encoder_ = encoder
         self.homogeneity_degree_ = degree
@@ -529,14 +448,46 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             "seconds": result.seconds,
             "device": result.device,
             "learning_rate": result.learning_rate,
-            "precision": config.precision,
-            "engine": config.engine,
+            "precision": result.extra["precision"],
+            "engine": result.extra["engine"],
         }
         t0 = time.perf_counter()
         self.embedding_ = self._embed(Z_np)
         timings["embed"] = time.perf_counter() - t0
         self.timings_ = timings
         return self
+
+    # ------------------------------------------------------------------ the steps of fit
+    def _fit_projection(self, X: Matrix, components: np.ndarray | None, seed: int) -> np.ndarray:
+        """Baseline, PCA loadings and input scale from ``X``; returns the unscaled encoder input ``z``."""
+        from ._pca import randomized_pca
+
+        n_cells, n_features = X.shape
+        if self.baseline == "mean":
+            # Accumulate in float64, so a constant feature gets exactly its value as baseline
+            # (offset 0, contribution exactly 0; a float32 running sum does not guarantee it),
+            # then round to the model's dtype, so that input filled with the baseline (e.g.
+            # tl.transform(fill_missing="baseline")) also gives an offset of exactly 0.
+            mean = np.asarray(X.mean(axis=0, dtype=np.float64), dtype=np.float64).ravel()
+            baseline = mean.astype(self.numpy_dtype).astype(np.float64)
+        else:
+            baseline = np.zeros(n_features)
+        explained = None
+        if components is not None:
+            components = np.asarray(components, dtype=self.numpy_dtype)
+            if components.ndim != 2 or components.shape[1] != n_features:
+                raise ValueError(f"components must have shape (n_pcs, {n_features}); got {components.shape}.")
+        elif self.pca_components is not None:
+            center = np.asarray(X.mean(axis=0, dtype=np.float64), dtype=np.float64).ravel()
+            components, explained = randomized_pca(
+                X, self.pca_components, center=center.astype(self.numpy_dtype), random_state=seed
+            )
+        self._set_projection(n_features, baseline, components, explained, input_norm_offset=None)
+        Z_raw = np.empty((n_cells, self.n_inputs_), dtype=self.numpy_dtype)
+        for rows in _row_batches(n_cells, 65536):
+            Z_raw[rows] = self._offset_projection(X, rows)
+        self.input_norm_offset_ = self._fit_input_norm(Z_raw)
+        return Z_raw
 
     def _fit_input_norm(self, Z_raw: np.ndarray) -> float | None:
         """The offset ``c`` of ``input_norm`` (0 for ``"l2"``, ``None`` for ``"none"``)."""
@@ -550,36 +501,136 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
 
     def _scale_rows(self, Z_raw: np.ndarray) -> np.ndarray:
         """``Z_raw / s`` row by row, in the model's dtype (in place when it already has it)."""
-        out = Z_raw if Z_raw.dtype == self._np_dtype else np.empty(Z_raw.shape, dtype=self._np_dtype)
+        out = Z_raw if Z_raw.dtype == self.numpy_dtype else np.empty(Z_raw.shape, dtype=self.numpy_dtype)
         for rows in _row_batches(Z_raw.shape[0], 65536):
             z = Z_raw[rows].astype(np.float64)
             out[rows] = z / self._input_divisor(z)
         return out
 
-    def _train_with_checkpoint(self, encoder: nn.Module, Z: torch.Tensor, graph, config, train_encoder):
-        """Run ``train_encoder`` and save a checkpoint at its end or on ``KeyboardInterrupt``."""
+    def _fit_graph(self, Z_raw: np.ndarray, graph, knn, seed: int) -> sp.csr_matrix:
+        """The fuzzy neighbour graph: given, built from a given kNN, or searched on the unscaled input."""
+        from ._graph import graph_from_knn, nearest_neighbors
 
-        def save_partial(steps_done: int) -> None:
-            self._save_checkpoint(encoder, steps_done, config.n_steps, interrupted=True)
+        n_cells = Z_raw.shape[0]
+        if graph is not None:
+            graph = sp.csr_matrix(graph, dtype=np.float32)
+            if graph.shape != (n_cells, n_cells):
+                raise ValueError(f"graph must be ({n_cells}, {n_cells}); got {graph.shape}.")
+            return graph
+        if knn is not None:
+            indices, dists = (np.asarray(a) for a in knn)
+            if indices.shape[0] != n_cells or indices.shape != dists.shape:
+                raise ValueError(
+                    f"knn must be two (n_cells, k) arrays with n_cells={n_cells}; got {indices.shape} and {dists.shape}."
+                )
+            return graph_from_knn(indices, dists)
+        # neighbours of the unscaled input: the scaling only serves the encoder
+        indices, dists = nearest_neighbors(
+            Z_raw, self.n_neighbors, metric=self.metric, random_state=seed, verbose=self.verbose
+        )
+        return graph_from_knn(indices, dists)
 
-        result = train_encoder(encoder, Z, graph, config, on_interrupt=save_partial)
-        self._save_checkpoint(encoder, result.n_steps_run, config.n_steps, interrupted=False)
+    def _build_encoder(self, Z: torch.Tensor, device: torch.device, input_scale: float) -> tuple[nn.Module, int]:
+        """The untrained encoder on ``device``, checked for homogeneity on real rows; and its degree.
+
+        ``input_scale`` is the default encoder's fixed first scaling (1 / RMS norm of the inputs).
+        """
+        if self.encoder is None:
+            encoder = HomogeneousMLP(
+                self.n_inputs_,
+                self.n_components,
+                hidden=self.hidden_layers,
+                activation=self.activation,
+                input_scale=input_scale,
+            )
+            degree = 1
+        else:
+            import copy
+
+            encoder = copy.deepcopy(self.encoder)
+            degree = int(self.homogeneity_degree)
+        encoder = encoder.to(device=device, dtype=self._torch_dtype)
+        check_homogeneous(encoder, Z[: min(len(Z), 512)], degree=degree)
+        return encoder, degree
+
+    def _train(self, encoder: nn.Module, Z: torch.Tensor, graph, device: torch.device, seed: int):
+        """Run the training loop (with the checkpoint callback when ``checkpoint_path`` is set)."""
+        from ._checkpoint import CheckpointCallback
+        from ._training import TrainingConfig, resolve_precision, train_encoder
+
+        config = TrainingConfig(
+            n_steps=self.n_steps if self.n_steps is not None else auto_n_steps(Z.shape[0]),
+            batch_size=self.batch_size,
+            negative_sample_rate=self.negative_sample_rate,
+            repulsion_strength=self.repulsion_strength,
+            learning_rate=self.learning_rate,
+            a=self.a_,
+            b=self.b_,
+            random_state=seed,
+            early_stopping=self.early_stopping,
+            verbose=self.verbose,
+            engine=self._resolve_engine(device),
+            precision=resolve_precision(self.training_precision, device, self._torch_dtype),
+        )
+        callbacks = []
+        if self.checkpoint_path is not None:
+            callbacks.append(CheckpointCallback(self.checkpoint_path, self.n_inputs_, self.n_components))
+        result = train_encoder(encoder, Z, graph, config, callbacks=callbacks)
+        result.extra.update({"precision": config.precision, "engine": config.engine})
         return result
 
-    def _save_checkpoint(self, encoder: nn.Module, step: int, n_steps: int, *, interrupted: bool) -> None:
-        path = os.fspath(self.checkpoint_path)
-        state = {
-            "format": "gbumap-checkpoint",
-            "state_dict": {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()},
-            "step": int(step),
-            "n_steps": int(n_steps),
-            "interrupted": bool(interrupted),
-            "n_inputs": int(self.n_inputs_),
-            "n_components": int(self.n_components),
-        }
-        tmp = f"{path}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # never leave a half-written checkpoint behind
+    # ------------------------------------------------------------------ state
+    def _set_projection(
+        self,
+        n_features: int,
+        baseline: np.ndarray,
+        components: np.ndarray | None,
+        explained_variance: np.ndarray | None,
+        input_norm_offset: float | None,
+    ) -> None:
+        """The input side of the model: baseline, loadings, and the baseline's projection (computed here only)."""
+        self.n_features_in_ = int(n_features)
+        self.baseline_ = np.asarray(baseline, dtype=np.float64)
+        self.components_ = None if components is None else np.asarray(components, dtype=self.numpy_dtype)
+        self.explained_variance_ = explained_variance
+        self.n_inputs_ = self.n_features_in_ if self.components_ is None else self.components_.shape[0]
+        self._baseline_projection = (
+            None if self.components_ is None else self.baseline_ @ self.components_.T.astype(np.float64)
+        )
+        self.input_norm_offset_ = input_norm_offset
+
+    @classmethod
+    def from_state(
+        cls,
+        params: dict[str, Any],
+        *,
+        encoder: nn.Module,
+        n_features: int,
+        baseline: np.ndarray,
+        components: np.ndarray | None,
+        explained_variance: np.ndarray | None,
+        input_norm_offset: float | None,
+        homogeneity_degree: int,
+        a: float,
+        b: float,
+        loss_history: np.ndarray,
+        training_info: dict[str, Any],
+    ) -> GlassBoxUMAP:
+        """A fitted estimator from stored state (used when a model is read back from an AnnData).
+
+        ``params`` are constructor parameters and are checked as in ``fit``;
+        ``encoder`` is the trained module with its weights loaded. The graph
+        and the training embedding are not part of the state.
+        """
+        model = cls(**params)
+        model._check_params()
+        model._set_projection(n_features, baseline, components, explained_variance, input_norm_offset)
+        model.encoder_ = encoder
+        model.homogeneity_degree_ = int(homogeneity_degree)
+        model.a_, model.b_ = float(a), float(b)
+        model.loss_history_ = np.asarray(loss_history, dtype=np.float64)
+        model.training_info_ = dict(training_info)
+        return model
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
         """Fit and return the embedding of ``X`` (the encoder's output)."""
@@ -587,7 +638,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ inference
     def _embed(self, Z_np: np.ndarray) -> np.ndarray:
-        out = np.empty((Z_np.shape[0], self.n_components), dtype=self._np_dtype)
+        out = np.empty((Z_np.shape[0], self.n_components), dtype=self.numpy_dtype)
         device = self.device_
         with torch.no_grad():
             for rows in _row_batches(Z_np.shape[0], self._inference_batch_size()):
@@ -606,10 +657,8 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         -------
         ``(n_cells, n_components)`` array.
         """
-        self._check_fitted()
-        X = as_matrix(X, name="X", dtype=self._np_dtype)
-        self._check_features(X)
-        out = np.empty((X.shape[0], self.n_components), dtype=self._np_dtype)
+        X = self._checked_input(X)
+        out = np.empty((X.shape[0], self.n_components), dtype=self.numpy_dtype)
         for rows in _row_batches(X.shape[0], self._inference_batch_size()):
             out[rows] = self._embed(self._encoder_input(X, rows)[0])
         return out
@@ -624,12 +673,10 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         the cell's divisor ``s`` (held constant), so that it maps the cell's
         unscaled input ``z`` exactly to its position.
         """
-        self._check_fitted()
-        X = as_matrix(X, name="X", dtype=self._np_dtype)
-        self._check_features(X)
+        X = self._checked_input(X)
         batch_size = batch_size or self._inference_batch_size()
-        out = np.empty((X.shape[0], self.n_components, self.n_inputs_), dtype=self._np_dtype)
-        with self._progress(X.shape[0], "gbumap jacobians") as bar:
+        out = np.empty((X.shape[0], self.n_components, self.n_inputs_), dtype=self.numpy_dtype)
+        with progress_bar(X.shape[0], "gbumap jacobians", self.verbose) as bar:
             for rows in _row_batches(X.shape[0], batch_size):
                 out[rows] = self._scaled_jacobian(*self._encoder_input(X, rows))
                 bar.update(rows.stop - rows.start)
@@ -666,19 +713,17 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         -------
         Contributions whose sum over features equals ``transform(X)``.
         """
-        self._check_fitted()
-        X = as_matrix(X, name="X", dtype=self._np_dtype)
-        self._check_features(X)
+        X = self._checked_input(X)
         n, g = X.shape
         if batch_size is None:
             batch_size = max(1, min(self._inference_batch_size(), 2**25 // max(g * self.n_components, 1)))
         shape = (n, self.n_components, g) if reduction is None else (n, g)
-        out = np.empty(shape, dtype=self._np_dtype)
-        comps = None if self.components_ is None else self.components_.astype(self._np_dtype)
-        with self._progress(n, "gbumap contributions") as bar:
+        out = np.empty(shape, dtype=self.numpy_dtype)
+        comps = None if self.components_ is None else self.components_.astype(self.numpy_dtype)
+        with progress_bar(n, "gbumap contributions", self.verbose) as bar:
             for rows in _row_batches(n, batch_size):
                 jac = self._scaled_jacobian(*self._encoder_input(X, rows))
-                offset = (_dense_rows(X, rows, np.float64) - self.baseline_).astype(self._np_dtype)
+                offset = (_dense_rows(X, rows, np.float64) - self.baseline_).astype(self.numpy_dtype)
                 contrib = contributions_from_jacobian(jac, offset, comps, self.homogeneity_degree_)
                 out[rows] = reduce_contributions(contrib, reduction)
                 bar.update(rows.stop - rows.start)
@@ -693,9 +738,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             ``max_abs``: the largest ``|Σ_g C - Z|`` over cells and axes;
             ``max_rel``: that divided by ``max |Z|``.
         """
-        self._check_fitted()
-        X = as_matrix(X, name="X", dtype=self._np_dtype)
-        self._check_features(X)
+        X = self._checked_input(X)
         emb = self.transform(X).astype(np.float64)
         total = np.zeros_like(emb)
         for rows in _row_batches(X.shape[0], 8192):

@@ -308,9 +308,8 @@ def decode_model(reg: Mapping, encoder=None):
         raise RegistryError(f"Registry encoder has unexpected weights: {', '.join(sorted(map(str, extra)))}.")
 
     params["encoder"] = encoder
-    model = GlassBoxUMAP(**params)
     try:
-        model._validate_params()
+        GlassBoxUMAP(**params)._check_params()
     except (TypeError, ValueError) as err:
         raise RegistryError(f"Registry parameters are invalid: {err}") from err
     dtype = torch.float64 if params["dtype"] == "float64" else torch.float32
@@ -319,30 +318,28 @@ def decode_model(reg: Mapping, encoder=None):
     for name, value in module.state_dict().items():
         if not torch.equal(value, tensors[name].to(value.dtype)):
             raise RegistryError(f"Weight {name!r} did not load exactly.")
-    model.encoder_ = module
-    model.n_features_in_ = n_features
-    model.n_inputs_ = n_inputs
-    model.baseline_ = baseline
-    np_dtype = np.float64 if params["dtype"] == "float64" else np.float32
-    model.components_ = None if components is None else components.astype(np_dtype)
-    model.explained_variance_ = (
-        _numeric(proj["explained_variance"], "explained_variance", ndim=1) if "explained_variance" in proj else None
-    )
-    if components is not None:
-        model._baseline_projection = baseline @ model.components_.T.astype(np.float64)
-    model.input_norm_offset_ = _input_norm_offset(proj, params["input_norm"])
-    model.homogeneity_degree_ = params["homogeneity_degree"]
     curve = _field(reg, "umap_curve")
-    model.a_ = _as_float(_field(curve, "a", "umap_curve/"), "a")
-    model.b_ = _as_float(_field(curve, "b", "umap_curve/"), "b")
     training = _field(reg, "training")
-    model.loss_history_ = _numeric(_field(training, "loss", "training/"), "training/loss", ndim=1).astype(np.float64)
-    model.training_info_ = {
-        "n_steps": _as_int(_field(training, "n_steps", "training/"), "training/n_steps"),
-        "seconds": _as_float(_field(training, "seconds", "training/"), "training/seconds"),
-        "device": _as_str(_field(training, "device", "training/"), "training/device"),
-        "stopped_early": bool(_numeric(_field(training, "stopped_early", "training/"), "stopped_early", ndim=0)),
-        "precision": _as_str(training["precision"], "training/precision") if "precision" in training else "full",
-        "engine": _as_str(training["engine"], "training/engine") if "engine" in training else "torch",
-    }
-    return model
+    return GlassBoxUMAP.from_state(
+        params,
+        encoder=module,
+        n_features=n_features,
+        baseline=baseline,
+        components=components,
+        explained_variance=(
+            _numeric(proj["explained_variance"], "explained_variance", ndim=1) if "explained_variance" in proj else None
+        ),
+        input_norm_offset=_input_norm_offset(proj, params["input_norm"]),
+        homogeneity_degree=params["homogeneity_degree"],
+        a=_as_float(_field(curve, "a", "umap_curve/"), "a"),
+        b=_as_float(_field(curve, "b", "umap_curve/"), "b"),
+        loss_history=_numeric(_field(training, "loss", "training/"), "training/loss", ndim=1).astype(np.float64),
+        training_info={
+            "n_steps": _as_int(_field(training, "n_steps", "training/"), "training/n_steps"),
+            "seconds": _as_float(_field(training, "seconds", "training/"), "training/seconds"),
+            "device": _as_str(_field(training, "device", "training/"), "training/device"),
+            "stopped_early": bool(_numeric(_field(training, "stopped_early", "training/"), "stopped_early", ndim=0)),
+            "precision": _as_str(training["precision"], "training/precision") if "precision" in training else "full",
+            "engine": _as_str(training["engine"], "training/engine") if "engine" in training else "torch",
+        },
+    )

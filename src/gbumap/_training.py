@@ -11,8 +11,9 @@ data loading.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,6 +33,14 @@ __all__ = [
 ]
 
 _DIST_EPS = 1e-3
+
+
+class TrainingCallback(Protocol):
+    """Hooks of the training loop (see :class:`gbumap._checkpoint.CheckpointCallback`)."""
+
+    def on_interrupt(self, encoder: nn.Module, steps_done: int, n_steps: int) -> None: ...
+
+    def on_train_end(self, encoder: nn.Module, steps_done: int, n_steps: int) -> None: ...
 
 
 @dataclass
@@ -192,14 +201,15 @@ def train_encoder(
     Z: torch.Tensor,
     graph: sp.spmatrix,
     config: TrainingConfig,
-    on_interrupt: Callable[[int], None] | None = None,
+    callbacks: Sequence[TrainingCallback] = (),
 ) -> TrainingResult:
     """Fit ``encoder`` so that its layout of ``Z`` matches the fuzzy ``graph``.
 
     ``Z`` must already sit on the training device. Raises ``KeyboardInterrupt``
     unchanged, so a caller that writes results only after training returns
-    leaves its inputs as they were; ``on_interrupt`` is called first with the
-    number of optimizer steps completed (e.g. to save a checkpoint).
+    leaves its inputs as they were. Each callback's ``on_interrupt(encoder,
+    steps_done, n_steps)`` runs first; ``on_train_end(encoder, steps_done,
+    n_steps)`` runs when training ends normally (e.g. to save a checkpoint).
     """
     import time
 
@@ -266,13 +276,15 @@ def train_encoder(
                             stopped_early = True
                             break
     except KeyboardInterrupt:
-        if on_interrupt is not None:
-            on_interrupt(completed)
+        for callback in callbacks:
+            callback.on_interrupt(encoder, completed, n_steps)
         raise
     finally:
         bar.close()
     encoder.eval()
     n_run = step + 1
+    for callback in callbacks:
+        callback.on_train_end(encoder, n_run, n_steps)
     return TrainingResult(
         loss=losses[:n_run].cpu().numpy().astype(np.float64),
         learning_rate=lrs[:n_run],

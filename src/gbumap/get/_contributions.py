@@ -83,7 +83,7 @@ def contributions(
     obs_idx = select_obs(adata, obs)
     n_comp = view.estimator.n_components
     shape = (len(obs_idx), n_comp, len(names)) if reduction is None else (len(obs_idx), len(names))
-    out = np.empty(shape, dtype=view.estimator._np_dtype)
+    out = np.empty(shape, dtype=view.estimator.numpy_dtype)
     pos = 0
     # normed_l2 is a share of the cell's total over all genes, so it needs every gene
     subset_after = reduction == "normed_l2" and feature_idx is not None

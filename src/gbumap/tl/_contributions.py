@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from ..get._contributions import measure_reconstruction
+from .._progress import progress_bar
 from .._validation import check_batch_size
 from ..get._model import model_view
 
@@ -99,8 +100,8 @@ def contributions(
         raise KeyError(f"obsm[{emb_key!r}] not found; run gbumap.tl.fit(adata, key_added={key!r}) first.")
     # read the input one batch of cells at a time: memory beyond the output stays bounded
     n = adata.n_obs
-    jac = np.empty((n, est.n_components, est.n_inputs_), dtype=est._np_dtype)
-    with est._progress(n, "gbumap jacobians") as bar:
+    jac = np.empty((n, est.n_components, est.n_inputs_), dtype=est.numpy_dtype)
+    with progress_bar(n, "gbumap jacobians", verbose) as bar:
         for start in range(0, n, batch_size):
             rows = slice(start, min(start + batch_size, n))
             jac[rows] = est.input_jacobian(view.matrix(adata, rows=rows), batch_size=batch_size)

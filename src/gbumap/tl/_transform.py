@@ -106,7 +106,7 @@ def transform(
     # read the query one batch of cells at a time, so memory beyond the outputs stays bounded
     n = adata.n_obs
     embedding = np.empty((n, model.n_components), dtype=np.float32)
-    jac = np.empty((n, model.n_components, model.n_inputs_), dtype=model._np_dtype) if contributions else None
+    jac = np.empty((n, model.n_components, model.n_inputs_), dtype=model.numpy_dtype) if contributions else None
     for start in range(0, n, batch_size):
         rows = slice(start, min(start + batch_size, n))
         X, _ = feature_matrix(adata, spec, names, fill=fill, rows=rows)
