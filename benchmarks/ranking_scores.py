@@ -149,10 +149,9 @@ def randomisation_rows(adata, n_random: int = 3, n_cells: int = 500) -> dict:
     from sklearn.metrics import roc_auc_score
 
     import gbumap
-    from gbumap._registry import encode_weights
+    from gbumap._registry import read_record
     from gbumap.datasets import truth_matrix
-    from gbumap.get._model import model_view
-    from gbumap.tl._randomization import _randomized
+    from gbumap.tl._randomization import randomized_registry
 
     truth = truth_matrix(adata)
     noise = (adata.var["role"] == "noise").to_numpy()
@@ -176,11 +175,9 @@ def randomisation_rows(adata, n_random: int = 3, n_cells: int = 500) -> dict:
         }
 
     rows = {"trained": yardsticks("gbumap")}
-    view = model_view(adata, "gbumap")
+    record = read_record(adata, "gbumap")
     for seed in range(n_random):
-        module = _randomized(view.estimator.encoder_, "reinit", seed)
-        adata.uns["randomised"] = {**dict(adata.uns["gbumap"]),
-                                   "encoder": {**dict(adata.uns["gbumap"]["encoder"]), "state": encode_weights(module)}}
+        adata.uns["randomised"] = randomized_registry(record, "reinit", seed)
         rows[f"re-initialised, seed {seed}"] = yardsticks("randomised")
         print("randomisation", seed, rows[f"re-initialised, seed {seed}"], flush=True)
     del adata.uns["randomised"]

@@ -83,7 +83,7 @@ def reference_available(python: str) -> bool:
 
 # ---------------------------------------------------------------- metrics
 def layout_quality(data: dict, emb: np.ndarray, seed: int = 0) -> dict:
-    """The figures of ``gbumap.tl.quality`` for one embedding (design.md §4).
+    """The figures of ``gbumap.tl.quality`` for one embedding.
 
     ``data`` holds ``rep`` (the input representation) and ``labels``, and for
     the simulation ``state`` (within-type pseudotime), ``time`` and ``branch``

@@ -279,3 +279,36 @@ def test_browser_downsampled_page_says_so(driver, small_page, adata):
     counts = adata.obs[GROUPBY].iloc[state["obs_index"]].value_counts()
     expected = adata.obs[GROUPBY].value_counts() * 300 / 700
     assert (np.abs(counts[expected.index] - expected) < 1).all(), "the sample keeps each group's share"
+
+
+# --------------------------------------------------------------------------- the data step alone
+def test_explorer_data_is_the_numbers_the_page_shows(adata):
+    from gbumap._attribution import reduction_label
+    from gbumap.pl._explore import explorer_data
+
+    data = explorer_data(adata, groupby="bulk_labels", n_genes=7, n_top=4)
+    assert data.n_shown == adata.n_obs and sorted(data.rows) == list(range(adata.n_obs))
+    l2 = gbumap.get.contributions(adata, reduction="l2").astype(np.float64)
+    names = np.asarray(adata.uns["gbumap"]["feature_names"]).astype(str)
+    # embedded genes: the 7 largest mean L2 contributions; totals: every gene's L2, per cell
+    assert data.gene_names == list(names[np.argsort(-l2.sum(0), kind="stable")[:7]])
+    np.testing.assert_allclose(data.totals, l2[data.rows].sum(1), rtol=1e-5)
+    signed = gbumap.get.contributions(adata, genes=data.gene_names)[data.rows]
+    np.testing.assert_allclose(data.signed, np.transpose(signed, (1, 2, 0)), rtol=1e-6, atol=1e-7)
+    # the top-gene colouring is pl.top_features' (genes the cell expresses above baseline)
+    top = gbumap.get.top_feature_groups(adata, n_top=4)
+    assert data.top_names[:-1] == list(top.cat.categories) and data.top_names[-1] == "other genes"
+    expected = np.where(top.isna(), 4, top.cat.codes)[data.rows]
+    np.testing.assert_array_equal(data.top_code, expected)
+    assert data.labels == {r: reduction_label(int(r) if r.isdigit() else r) for r in ("l2", "normed_l2", "0", "1")}
+    np.testing.assert_array_equal(data.xy, adata.obsm["X_gbumap"][data.rows, :2])
+    small = explorer_data(adata, groupby="bulk_labels", max_cells=100)
+    assert small.n_shown == 100 and "showing 100 of 700 cells (random sample stratified by bulk_labels" in small.count_text
+
+
+def test_explorer_javascript_comes_from_the_package_file():
+    from gbumap.pl._explore import _javascript
+
+    js = _javascript()
+    assert "function component_values" in js["bars"] and "function component_values" in js["colours"]
+    assert "bars.data = {" in js["bars"] and "cells.change.emit()" in js["colours"]

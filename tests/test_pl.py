@@ -52,7 +52,7 @@ def _mean(adata, component, obs=None) -> pd.Series:
 
 @pytest.mark.parametrize("direction", ["any", "up"])
 def test_top_feature_groups_matches_argmax(adata, direction):
-    groups = gbumap.pl.top_feature_groups(adata, n_top=6, direction=direction)
+    groups = gbumap.get.top_feature_groups(adata, n_top=6, direction=direction)
     l2 = gbumap.get.contributions(adata, reduction="l2")
     names = np.asarray(adata.uns["gbumap"]["feature_names"]).astype(str)
     if direction == "up":  # only genes above the baseline in the cell compete
@@ -82,7 +82,7 @@ def test_top_features_legend_and_grey_beneath(adata, tmp_path):
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert len(legend) == n_top
     assert set(legend) <= set(np.asarray(adata.uns["gbumap"]["feature_names"]).astype(str))
-    groups = gbumap.pl.top_feature_groups(adata, n_top=n_top)
+    groups = gbumap.get.top_feature_groups(adata, n_top=n_top)
     assert legend == list(groups.cat.categories)
     n_other = int(groups.isna().sum())
     assert 0 < n_other < adata.n_obs
@@ -112,7 +112,7 @@ def test_rank_features_bars_use_stored_ranking(adata):
 
 
 def test_rank_features_other_groupby_is_computed_without_writing(adata):
-    axes = gbumap.pl.rank_features(adata, "louvain", n_genes=3, component=1, groups=["0", "3"], show=False)
+    axes = gbumap.pl.rank_features(adata, "louvain", n_genes=3, reduction=1, groups=["0", "3"], show=False)
     assert len(axes) == 2
     expected = gbumap.tl.rank_features(adata, "louvain", reduction=1, copy=True).uns["rank_features_gbumap"]
     for ax, group in zip(axes, ["0", "3"]):
@@ -156,7 +156,7 @@ def test_reconstruction_title_carries_measured_error(adata):
 @pytest.mark.parametrize("shared", [False, True])
 def test_contribution_signed_axis_symmetric(adata, shared):
     genes = ["LYZ", "CST3", "NKG7"]
-    fig = gbumap.pl.contribution(adata, genes, component=0, shared_scale=shared, return_fig=True)
+    fig = gbumap.pl.contribution(adata, genes, reduction=0, shared_scale=shared, return_fig=True)
     panels = _panels(fig)
     assert len(panels) == len(genes)
     values = gbumap.get.contributions(adata, genes=genes, reduction=0).astype(np.float64)
@@ -177,7 +177,7 @@ def test_contribution_signed_axis_symmetric(adata, shared):
 
 
 def test_contribution_normed_l2_shares_all_genes(adata):
-    fig = gbumap.pl.contribution(adata, "LYZ", component="normed_l2", return_fig=True)
+    fig = gbumap.pl.contribution(adata, "LYZ", reduction="normed_l2", return_fig=True)
     (ax,) = _panels(fig)
     (points,) = [c for c in ax.collections if len(c.get_offsets()) == adata.n_obs]
     names = list(np.asarray(adata.uns["gbumap"]["feature_names"]).astype(str))
@@ -190,7 +190,7 @@ def test_contribution_normed_l2_shares_all_genes(adata):
 @pytest.mark.parametrize("component", ["l2", "normed_l2", 1])
 def test_feature_bars_heights_are_means(adata, component):
     n_genes = 7
-    ax = gbumap.pl.feature_bars(adata, groupby=GROUPBY, group=GROUP, component=component, n_genes=n_genes, show=False)
+    ax = gbumap.pl.feature_bars(adata, groupby=GROUPBY, group=GROUP, reduction=component, n_genes=n_genes, show=False)
     mask = (adata.obs[GROUPBY] == GROUP).to_numpy()
     means = _mean(adata, component, obs=mask)
     rank = means.abs() if component == 1 else means
@@ -210,7 +210,7 @@ def test_feature_bars_with_mask_and_names(adata):
     ax = gbumap.pl.feature_bars(adata, list(cells), n_genes=5, show=False)
     means = _mean(adata, "l2", obs=np.arange(50))
     np.testing.assert_allclose([p.get_width() for p in ax.patches], means.nlargest(5).to_numpy(), rtol=1e-5)
-    assert gbumap.pl.mean_contributions(adata, list(cells)).to_numpy() == pytest.approx(means.to_numpy(), rel=1e-5)
+    assert gbumap.get.mean_contributions(adata, list(cells)).to_numpy() == pytest.approx(means.to_numpy(), rel=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -250,9 +250,9 @@ def test_any_model_key_and_basis(adata):
 
 def test_bad_arguments(adata):
     with pytest.raises(ValueError, match="Axis 5"):
-        gbumap.pl.contribution(adata, "LYZ", component=5)
-    with pytest.raises(ValueError, match="component"):
-        gbumap.pl.feature_bars(adata, component="l1")
+        gbumap.pl.contribution(adata, "LYZ", reduction=5)
+    with pytest.raises(ValueError, match="reduction must be"):
+        gbumap.pl.feature_bars(adata, reduction="l1")
     with pytest.raises(KeyError, match="NOT_A_GENE"):
         gbumap.pl.contribution(adata, ["LYZ", "NOT_A_GENE"])
     with pytest.raises(ValueError, match="together"):
@@ -269,3 +269,26 @@ def test_reconstruction_accepts_legend_loc(pbmc_fitted):
     fig = gbumap.pl.reconstruction(pbmc_fitted, color="bulk_labels", legend_loc="on data", return_fig=True, show=False)
     assert len(fig.axes) >= 3
     plt.close(fig)
+
+
+def test_component_is_a_deprecated_name_of_reduction(adata):
+    import matplotlib.pyplot as plt
+
+    with pytest.warns(FutureWarning, match=r"component=\.\.\.\) is deprecated"):
+        old = gbumap.pl.feature_bars(adata, component=0, n_genes=4, show=False)
+    new = gbumap.pl.feature_bars(adata, reduction=0, n_genes=4, show=False)
+    assert [p.get_width() for p in old.patches] == [p.get_width() for p in new.patches]
+    with pytest.warns(FutureWarning, match="component"):
+        gbumap.pl.contribution(adata, "LYZ", component="normed_l2", return_fig=True)
+    with pytest.warns(FutureWarning, match="component"):
+        gbumap.pl.rank_features(adata, GROUPBY, component="l2", n_genes=2, show=False)
+    plt.close("all")
+
+
+def test_data_functions_moved_to_get_keep_deprecated_aliases(adata):
+    with pytest.warns(FutureWarning, match="gbumap.get.top_feature_groups"):
+        old = gbumap.pl.top_feature_groups(adata, n_top=4)
+    assert old.equals(gbumap.get.top_feature_groups(adata, n_top=4))
+    with pytest.warns(FutureWarning, match="gbumap.get.mean_contributions"):
+        old = gbumap.pl.mean_contributions(adata, component="normed_l2")
+    assert old.equals(gbumap.get.mean_contributions(adata, reduction="normed_l2"))

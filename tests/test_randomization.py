@@ -39,13 +39,10 @@ def test_trained_explanations_reject_noise_genes_that_random_ones_favour(simulat
     adata = simulated.copy()
     cells = np.random.default_rng(0).choice(adata.n_obs, 300, replace=False)
     trained = _noise_rejection(adata, "gbumap", cells)
-    view = gbumap.get._model.model_view(adata, "gbumap")
+    record = gbumap._registry.read_record(adata, "gbumap")
     random = []
     for seed in range(2):
-        module = _randomization._randomized(view.estimator.encoder_, "reinit", seed)
-        registry = dict(adata.uns["gbumap"])
-        registry["encoder"] = {**dict(registry["encoder"]), "state": gbumap._registry.encode_weights(module)}
-        adata.uns["random"] = registry
+        adata.uns["random"] = _randomization.randomized_registry(record, "reinit", seed)
         random.append(_noise_rejection(adata, "random", cells))
     print(f"per-cell truth-vs-noise AUROC: trained {trained:.3f}, randomised {random}")
     assert trained > max(random) + 0.1

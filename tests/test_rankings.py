@@ -155,7 +155,7 @@ def test_plot_recomputes_when_another_score_is_asked(pbmc_trained):
 
 def test_top_feature_of_a_cell_is_a_gene_it_expresses(pbmc_trained):
     adata = pbmc_trained
-    winners = gbumap.pl.top_feature_groups(adata, n_top=None)
+    winners = gbumap.get.top_feature_groups(adata, n_top=None)
     baseline = gbumap.get.model(adata).baseline_
     genes = np.asarray(adata.uns["gbumap"]["feature_names"]).astype(str)
     X = adata[:, genes].X.toarray()
@@ -165,7 +165,7 @@ def test_top_feature_of_a_cell_is_a_gene_it_expresses(pbmc_trained):
         won = (winners == gene).to_numpy()
         inside, outside = _pts(adata, [gene], won)
         assert inside[0] > outside[0], gene
-    anything = gbumap.pl.top_feature_groups(adata, n_top=None, direction="any")
+    anything = gbumap.get.top_feature_groups(adata, n_top=None, direction="any")
     col_any = pd.Index(genes).get_indexer(anything.astype(str))
     assert (X[np.arange(adata.n_obs), col_any] <= baseline[col_any]).any()  # without the contract, some lose
 
@@ -174,4 +174,4 @@ def test_score_and_direction_are_checked(pbmc_trained):
     with pytest.raises(ValueError, match="score must be one of 'weighted_mean'"):
         gbumap.tl.rank_features(pbmc_trained, "bulk_labels", score="wilcoxon")
     with pytest.raises(ValueError, match="direction must be 'up' or 'any'"):
-        gbumap.pl.top_feature_groups(pbmc_trained, direction="down")
+        gbumap.get.top_feature_groups(pbmc_trained, direction="down")

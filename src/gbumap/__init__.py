@@ -21,7 +21,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-__all__ = ["GlassBoxUMAP", "NotHomogeneousError", "tl", "pl", "get", "datasets", "__version__"]
+__all__ = ["GlassBoxUMAP", "NotHomogeneousError", "RegistryError", "tl", "pl", "get", "datasets", "__version__"]
 
 _SUBMODULES = {"tl", "pl", "get", "datasets"}
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from . import datasets, get, pl, tl
     from ._encoder import NotHomogeneousError
     from ._estimator import GlassBoxUMAP
+    from ._registry import RegistryError
 
 
 def __getattr__(name: str) -> Any:
@@ -46,6 +47,11 @@ def __getattr__(name: str) -> Any:
 
         globals()[name] = NotHomogeneousError
         return NotHomogeneousError
+    if name == "RegistryError":
+        from ._registry import RegistryError
+
+        globals()[name] = RegistryError
+        return RegistryError
     raise AttributeError(f"module 'gbumap' has no attribute {name!r}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +12,21 @@ from anndata import AnnData
 
 from ._validation import Matrix, as_matrix
 
-__all__ = ["InputSpec", "resolve_input", "missing_key_error", "select_obs", "feature_matrix"]
+__all__ = [
+    "InputChoice",
+    "InputSpec",
+    "choose_input",
+    "feature_matrix",
+    "missing_key_error",
+    "resolve_input",
+    "select_cells",
+    "select_obs",
+    "sharing_arrays",
+]
+
+# How many cells verify that (X - mean) @ varm["PCs"] reproduces a stored obsm["X_pca"], and how closely.
+_VERIFY_CELLS = 2000
+_VERIFY_RTOL = 1e-3
 
 
 def missing_key_error(kind: str, key: str, existing) -> KeyError:
@@ -207,4 +222,207 @@ def select_obs(adata: AnnData, obs) -> np.ndarray:
         missing = arr[idx < 0]
         raise KeyError(f"Cells not in obs_names: {', '.join(map(str, missing[:10]))}.")
     return idx
+
+
+
+def select_cells(
+    adata: AnnData,
+    obs=None,
+    groupby: str | None = None,
+    group: str | Sequence[str] | None = None,
+) -> tuple[np.ndarray, str]:
+    """Integer rows of a cell selection and a short description of it."""
+    if (groupby is None) != (group is None):
+        raise ValueError("Pass groupby and group together (e.g. groupby='bulk_labels', group='CD14+ Monocyte').")
+    rows = select_obs(adata, obs)
+    parts = [] if obs is None else ["selected cells"]
+    if groupby is not None:
+        if groupby not in adata.obs.columns:
+            raise missing_key_error("obs column", groupby, adata.obs.columns)
+        wanted = [group] if isinstance(group, str) else [str(g) for g in group]
+        labels = adata.obs[groupby].astype(str)
+        present = set(labels.unique())
+        unknown = [g for g in wanted if g not in present]
+        if unknown:
+            raise KeyError(f"Groups {unknown} not in obs[{groupby!r}]; it has {sorted(present)}.")
+        in_group = np.flatnonzero(labels.isin(wanted).to_numpy())
+        rows = np.intersect1d(rows, in_group) if obs is not None else in_group
+        parts.append(f"{groupby} = {', '.join(wanted)}")
+    if len(rows) == 0:
+        raise ValueError("The selection contains no cells.")
+    return rows, " & ".join(parts) if parts else "all cells"
+
+
+def sharing_arrays(adata: AnnData, *, obs_columns=None, uns_keys=None) -> AnnData:
+    """An AnnData with its own containers around ``adata``'s arrays.
+
+    New keys written into it never reach ``adata``, and nothing is copied (a
+    deep copy would hold a second ``X`` in memory); gbumap never writes into
+    existing arrays. ``obs_columns`` and ``uns_keys`` keep only those entries.
+    """
+    obs = adata.obs if obs_columns is None else adata.obs[list(obs_columns)].copy()
+    uns = dict(adata.uns) if uns_keys is None else {k: adata.uns[k] for k in uns_keys if k in adata.uns}
+    return AnnData(
+        X=adata.X,
+        obs=obs,
+        var=adata.var,
+        uns=uns,
+        obsm=dict(adata.obsm),
+        varm=dict(adata.varm),
+        layers=dict(adata.layers),
+        obsp=dict(adata.obsp),
+    )
+
+
+# ---------------------------------------------------------------------- choosing the model's input
+@dataclass
+class InputChoice:
+    """What a model is trained on, decided in one place (as scanpy's ``_choose_representation``).
+
+    ``matrix`` holds the training input and ``feature_names`` its columns;
+    ``components`` are scanpy's loadings when an ``obsm["X_pca"]`` is traced
+    back to genes; ``graph`` is a checked ``sc.pp.neighbors`` graph (or
+    ``None``); ``params`` are the estimator parameters with the PCA size set.
+    """
+
+    matrix: Matrix
+    feature_names: np.ndarray
+    spec: InputSpec
+    params: dict
+    components: np.ndarray | None = None
+    attribution: str = "genes"
+    projection_source: str = "none"
+    why_not_genes: str | None = None
+    graph: sp.csr_matrix | None = None
+    neighbors: dict | None = None
+
+    def __post_init__(self) -> None:
+        if self.neighbors is None:
+            self.neighbors = {"source": "gbumap"}
+
+
+def choose_input(
+    adata: AnnData,
+    *,
+    use_rep: str | None,
+    layer: str | None,
+    mask_var,
+    n_pcs: int | None,
+    neighbors_key: str | None,
+    params: dict,
+) -> InputChoice:
+    """Validate and resolve every input option of ``tl.fit`` into one :class:`InputChoice`.
+
+    Raises before anything is computed for missing keys, NaN or infinite
+    values, inconsistent options and a neighbour graph computed on another
+    representation.
+    """
+    from ._validation import check_finite
+
+    spec, mask = resolve_input(adata, layer=layer, use_rep=use_rep, mask_var=mask_var)
+    if n_pcs is not None and (isinstance(n_pcs, bool) or int(n_pcs) < 0):
+        raise ValueError(f"n_pcs must be a non-negative integer or None; got {n_pcs!r}.")
+    params = dict(params)
+    if use_rep is not None:
+        rep = np.asarray(adata.obsm[use_rep])
+        if rep.ndim != 2:
+            raise ValueError(f"obsm[{use_rep!r}] must be 2-D; got shape {rep.shape}.")
+        check_finite(rep, name=f"obsm[{use_rep!r}]")
+        n_cols = rep.shape[1] if not n_pcs else min(int(n_pcs), rep.shape[1])
+        if params.get("pca_components") is not None:
+            raise ValueError("pca_components cannot be combined with use_rep; the representation is already reduced.")
+        found = _scanpy_loadings(adata, use_rep, n_cols)
+        if isinstance(found, str):
+            matrix, names = feature_matrix(adata, spec)
+            choice = InputChoice(matrix[:, :n_cols], names[:n_cols], spec, params, attribution="representation",
+                                 why_not_genes=found)
+        else:
+            genes, components = found
+            names = adata.var_names.to_numpy().astype(str)[genes]
+            matrix, names = feature_matrix(adata, InputSpec(), names)
+            choice = InputChoice(matrix, names, InputSpec(), params, components=components,
+                                 projection_source=f"scanpy:{use_rep}")
+        rep_name = use_rep
+    else:
+        matrix, names = feature_matrix(adata, spec)
+        if mask is not None:
+            matrix, names = matrix[:, np.flatnonzero(mask)], names[mask]
+        if "pca_components" not in params:
+            if n_pcs is None:
+                params["pca_components"] = 50 if matrix.shape[1] > 50 and matrix.shape[0] > 50 else None
+            else:
+                params["pca_components"] = int(n_pcs) or None
+        source = "gbumap_pca" if params.get("pca_components") is not None else "none"
+        choice = InputChoice(matrix, names, spec, params, projection_source=source)
+        rep_name = "X" if layer is None else f"layer:{layer}"
+    if neighbors_key is not None:
+        choice.graph, choice.neighbors = _neighbors_graph(adata, neighbors_key, rep_name, n_pcs)
+        choice.neighbors["source"] = "scanpy"
+    return choice
+
+
+def _neighbors_graph(adata: AnnData, neighbors_key: str, rep: str, n_pcs: int | None) -> tuple[sp.csr_matrix, dict]:
+    """The connectivities of a ``sc.pp.neighbors`` result, after checking its representation."""
+    if neighbors_key not in adata.uns:
+        found = [k for k, v in adata.uns.items() if isinstance(v, dict) and "connectivities_key" in v]
+        raise missing_key_error("neighbors_key (uns)", neighbors_key, found)
+    info = adata.uns[neighbors_key]
+    conn_key = str(info.get("connectivities_key", "connectivities"))
+    if conn_key not in adata.obsp:
+        raise missing_key_error("obsp", conn_key, adata.obsp.keys())
+    params = info.get("params", {})
+    their_rep = params.get("use_rep")
+    if their_rep is None:
+        their_rep = "X_pca" if ("X_pca" in adata.obsm and adata.n_vars > 50) else "X"
+    if str(their_rep) != rep:
+        raise ValueError(
+            f"uns[{neighbors_key!r}] was computed on {their_rep!r} but this model trains on {rep!r}; the graph "
+            f"would not describe the model's input. Pass use_rep={str(their_rep)!r} (for 'X_pca', gene-level "
+            "contributions are recovered from varm['PCs']), or drop neighbors_key to build a new graph."
+        )
+    their_pcs = params.get("n_pcs")
+    if their_pcs is not None and n_pcs is not None and int(their_pcs) != int(n_pcs):
+        raise ValueError(
+            f"uns[{neighbors_key!r}] used n_pcs={int(their_pcs)} but n_pcs={n_pcs} was requested; use the same number."
+        )
+    graph = sp.csr_matrix(adata.obsp[conn_key], dtype=np.float32)
+    return graph, {"neighbors_key": neighbors_key, "connectivities_key": conn_key, "representation": str(their_rep)}
+
+
+def _scanpy_loadings(adata: AnnData, use_rep: str, n_cols: int) -> tuple[np.ndarray, np.ndarray] | str:
+    """Gene indices and loadings that reproduce ``obsm[use_rep]`` from ``X``, or why not.
+
+    scanpy stores PCA loadings in ``varm["PCs"]`` (zeros or NaN for genes
+    left out by the HVG mask). The projection is trusted only when
+    ``(X - mean) @ PCs`` reproduces the stored scores on real cells.
+    """
+    if use_rep != "X_pca":
+        return f"obsm[{use_rep!r}] is not scanpy's PCA"
+    if "PCs" not in adata.varm:
+        return "varm['PCs'] is missing"
+    loadings = np.asarray(adata.varm["PCs"], dtype=np.float64)[:, :n_cols]
+    if loadings.shape[1] != n_cols:
+        return f"varm['PCs'] has {loadings.shape[1]} columns, fewer than the {n_cols} used"
+    finite = np.isfinite(loadings).all(axis=1)
+    genes = np.flatnonzero(finite & (np.abs(np.nan_to_num(loadings)).sum(axis=1) > 0))
+    if len(genes) == 0:
+        return "varm['PCs'] has no usable loadings"
+    if adata.X is None:
+        return "adata.X is missing"
+    X = adata.X[:, genes]
+    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+    rng = np.random.default_rng(0)
+    cells = np.sort(rng.choice(adata.n_obs, size=min(_VERIFY_CELLS, adata.n_obs), replace=False))
+    block = X[cells]
+    block = block.toarray() if sp.issparse(block) else np.asarray(block)
+    proj = (block.astype(np.float64) - mean) @ loadings[genes]
+    stored = np.asarray(adata.obsm[use_rep], dtype=np.float64)[cells, :n_cols]
+    err = float(np.abs(proj - stored).max()) / (float(np.abs(stored).max()) or 1.0)
+    if not err <= _VERIFY_RTOL:
+        return (
+            f"(X - mean) @ varm['PCs'] differs from obsm['X_pca'] by a relative {err:.2g} "
+            "(X changed after sc.pp.pca, or PCA ran on another layer)"
+        )
+    return genes, loadings[genes].T
+
 

@@ -6,7 +6,14 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["contributions_from_jacobian", "reduce_contributions", "reduction_label", "Reduction"]
+__all__ = [
+    "Reduction",
+    "check_reduction",
+    "contributions_from_jacobian",
+    "reconstruction_gap",
+    "reduce_contributions",
+    "reduction_label",
+]
 
 Reduction = Literal["l2", "normed_l2"] | int | None
 
@@ -70,3 +77,22 @@ def reduction_label(reduction: Reduction, key: str = "gbumap") -> str:
     if reduction == "normed_l2":
         return "share of the cell's L2 total"
     return f"contribution to {key}{int(reduction) + 1} (signed)"
+
+
+def check_reduction(reduction: Reduction, n_axes: int) -> Reduction:
+    """Validate a ``reduction`` argument against the number of embedding axes."""
+    if isinstance(reduction, (bool, np.bool_)):
+        raise ValueError(f"reduction must be 'l2', 'normed_l2' or an axis index; got {reduction!r}.")
+    if isinstance(reduction, (int, np.integer)):
+        if not 0 <= int(reduction) < n_axes:
+            raise ValueError(f"Axis {reduction} does not exist; the embedding has {n_axes} axes (0 to {n_axes - 1}).")
+        return int(reduction)
+    if reduction not in ("l2", "normed_l2"):
+        raise ValueError(f"reduction must be 'l2', 'normed_l2' or an axis index; got {reduction!r}.")
+    return reduction
+
+
+def reconstruction_gap(contrib: np.ndarray, embedding: np.ndarray) -> float:
+    """``max |Σ_g C − Z|`` over a batch: the contributions summed in float64 against the embedding."""
+    rebuilt = contrib.sum(axis=-1, dtype=np.float64)
+    return float(np.abs(rebuilt - np.asarray(embedding, dtype=np.float64)).max())

@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._attribution import Reduction, contributions_from_jacobian, reduce_contributions
+from ._attribution import Reduction, contributions_from_jacobian, reconstruction_gap, reduce_contributions
 from ._encoder import HomogeneousMLP, check_homogeneous, encoder_jacobian
 from ._progress import progress_bar
 from ._validation import Matrix, as_matrix
@@ -740,9 +740,9 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         """
         X = self._checked_input(X)
         emb = self.transform(X).astype(np.float64)
-        total = np.zeros_like(emb)
+        max_abs = 0.0
         for rows in _row_batches(X.shape[0], 8192):
-            total[rows] = self.compute_contributions(X[rows], batch_size=batch_size).sum(axis=-1, dtype=np.float64)
-        max_abs = float(np.abs(total - emb).max())
+            contrib = self.compute_contributions(X[rows], batch_size=batch_size)
+            max_abs = max(max_abs, reconstruction_gap(contrib, emb[rows]))
         scale = float(np.abs(emb).max()) or 1.0
         return {"max_abs": max_abs, "max_rel": max_abs / scale}

@@ -1,6 +1,6 @@
 """k-nearest-neighbour search for the UMAP graph.
 
-Three searches, picked by size, metric and format:
+Four searches, picked by size, metric and format:
 
 * exact, blocked ``cdist`` (any metric, small data);
 * exact, blocked matrix products ``|a|² + |b|² - 2a·b`` in torch (dense

@@ -1,21 +1,55 @@
-"""The ``uns`` model registry: a fitted model as plain numbers and strings.
+"""The ``uns`` model registry: the one owner of what gbumap stores about a model.
+
+A :class:`ModelRecord` is everything ``uns[key]`` holds: the fitted estimator,
+where its input lives, its feature names, where its graph and projection came
+from, timings, the reconstruction error, and what ``tl.contributions`` and
+``tl.transform`` added. :func:`encode_record` and :func:`decode_record` are its
+only writer and reader; ``tl``, ``get`` and ``pl`` go through them (adding a
+field to the record means changing this file alone).
 
 Everything is stored as NumPy numeric arrays, Python scalars and strings, so
 ``write_h5ad``/``read_h5ad`` round-trips it bit for bit and loading never
 unpickles or executes anything from the file. Decoding validates every field
 (type, dtype, shape) before building the model.
+
+Format versions (``uns[key]["format_version"]``):
+
+* **2** (gbumap 0.2): adds ``params/input_norm``, ``params/input_norm_scale``,
+  ``params/training_precision``, ``projection/input_norm_offset`` (absent for
+  ``"none"``), ``training/precision`` and ``training/engine``. gbumap 0.1
+  refuses it: it would ignore the input scaling and embed cells wrongly.
+* **1** (gbumap 0.1): read through :func:`_migrate_from_1`, which fills the
+  fields above with what those models did (``input_norm="none"``, full
+  precision, the plain torch engine).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["FORMAT_VERSION", "RegistryError", "encode_model", "encode_weights", "decode_model", "registry_for"]
+from ._anndata_input import InputSpec
 
-FORMAT_VERSION = 1
+if TYPE_CHECKING:  # pragma: no cover
+    from ._estimator import GlassBoxUMAP
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ModelRecord",
+    "RegistryError",
+    "decode_model",
+    "decode_record",
+    "encode_model",
+    "encode_record",
+    "encode_weights",
+    "read_record",
+    "registry_for",
+]
+
+FORMAT_VERSION = 2
 
 _SCALAR_PARAMS = {
     "n_neighbors": int,
@@ -39,9 +73,25 @@ _SCALAR_PARAMS = {
     "training_precision": str,
 }
 _OPTIONAL_INT_PARAMS = ("pca_components", "n_steps", "random_state")
-# Parameters added after format 1 was first written: older registries lack them. Models
-# written before input scaling existed were trained on unscaled input ("none").
-_DEFAULTED_PARAMS = {"engine": "auto", "input_norm": "none", "input_norm_scale": 0.5, "training_precision": "full"}
+
+
+def _migrate_from_1(reg: Mapping) -> dict:
+    """A format-1 registry as format 2: the fields format 2 added, set to what format-1 models did."""
+    out = dict(reg)
+    params = dict(reg.get("params", {})) if isinstance(reg.get("params"), Mapping) else reg.get("params")
+    if isinstance(params, dict):
+        # "engine" was added while format 1 was current: the earliest files lack it too
+        for name, value in {"engine": "auto", "input_norm": "none", "input_norm_scale": 0.5,
+                            "training_precision": "full"}.items():
+            params.setdefault(name, value)
+        out["params"] = params
+    if isinstance(reg.get("training"), Mapping):
+        out["training"] = {"precision": "full", "engine": "torch", **dict(reg["training"])}
+    out["format_version"] = FORMAT_VERSION
+    return out
+
+
+_MIGRATIONS = {1: _migrate_from_1}
 
 
 class RegistryError(ValueError):
@@ -65,11 +115,22 @@ def _check_version(reg: Any, where: str = "registry") -> None:
     if "format_version" not in reg:
         raise RegistryError(f"uns[{where!r}] has no 'format_version'; it is not a gbumap model registry.")
     version = _as_int(reg["format_version"], "format_version")
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION and version not in _MIGRATIONS:
+        readable = ", ".join(str(v) for v in sorted({*_MIGRATIONS, FORMAT_VERSION}))
         raise RegistryError(
-            f"uns[{where!r}] uses registry format {version}; this gbumap reads format {FORMAT_VERSION}. "
+            f"uns[{where!r}] uses registry format {version}; this gbumap reads formats {readable}. "
             "Upgrade gbumap (pip install -U gbumap) or refit the model."
         )
+
+
+def _current(reg: Mapping, where: str = "registry") -> Mapping:
+    """``reg`` in the current format (migrated when it is older)."""
+    _check_version(reg, where)
+    version = _as_int(reg["format_version"], "format_version")
+    while version != FORMAT_VERSION:
+        reg = _MIGRATIONS[version](reg)
+        version = _as_int(reg["format_version"], "format_version")
+    return reg
 
 
 def _numeric(value: Any, name: str, ndim: int | None = None, shape: tuple | None = None) -> np.ndarray:
@@ -170,8 +231,8 @@ def encode_model(model) -> dict:
             "seconds": float(info["seconds"]),
             "device": str(info["device"]),
             "stopped_early": bool(info["stopped_early"]),
-            "precision": str(info.get("precision", "full")),
-            "engine": str(info.get("engine", "torch")),
+            "precision": str(info["precision"]),
+            "engine": str(info["engine"]),
         },
         "n_features": int(model.n_features_in_),
     }
@@ -205,15 +266,12 @@ def decode_model(reg: Mapping, encoder=None):
     from ._encoder import HomogeneousMLP
     from ._estimator import GlassBoxUMAP
 
-    _check_version(reg)
+    reg = _current(reg)
     raw_params = _field(reg, "params")
     if not isinstance(raw_params, Mapping):
         raise RegistryError("Registry field 'params' must be a mapping.")
     params: dict[str, Any] = {}
     for name, kind in _SCALAR_PARAMS.items():
-        if name in _DEFAULTED_PARAMS and name not in raw_params:
-            params[name] = _DEFAULTED_PARAMS[name]
-            continue
         value = _field(raw_params, name, "params/")
         if kind is str:
             params[name] = _as_str(value, name)
@@ -339,7 +397,129 @@ def decode_model(reg: Mapping, encoder=None):
             "seconds": _as_float(_field(training, "seconds", "training/"), "training/seconds"),
             "device": _as_str(_field(training, "device", "training/"), "training/device"),
             "stopped_early": bool(_numeric(_field(training, "stopped_early", "training/"), "stopped_early", ndim=0)),
-            "precision": _as_str(training["precision"], "training/precision") if "precision" in training else "full",
-            "engine": _as_str(training["engine"], "training/engine") if "engine" in training else "torch",
+            "precision": _as_str(_field(training, "precision", "training/"), "training/precision"),
+            "engine": _as_str(_field(training, "engine", "training/"), "training/engine"),
         },
     )
+
+
+# ---------------------------------------------------------------------- the record
+@dataclass
+class ModelRecord:
+    """Everything ``uns[key]`` holds about one model, decoded and validated.
+
+    Parameters
+    ----------
+    model
+        The fitted :class:`~gbumap.GlassBoxUMAP`.
+    feature_names
+        The model's input features, in order (genes, or columns of an ``obsm``
+        representation).
+    input
+        Where the input lives in the AnnData.
+    attribution
+        ``"genes"``, or ``"representation"`` when contributions are per column
+        of an ``obsm`` representation that could not be traced to genes.
+    projection_source
+        ``"gbumap_pca"``, ``"scanpy:<obsm key>"`` or ``"none"``.
+    neighbors
+        Where the graph came from: ``{"source": "gbumap"}`` or
+        ``{"source": "scanpy", "neighbors_key", "connectivities_key", "representation"}``.
+    timings
+        Seconds per stage of fitting (and ``"contributions"``).
+    reconstruction_error
+        ``{"max_abs", "max_rel"}`` of the summed contributions, once measured.
+    contributions
+        After ``tl.contributions``/``tl.transform``: ``{"jacobian_key", "dtype"}``
+        and, with a layer, ``"layer"`` and ``"top_genes"``.
+    query
+        In a query after ``tl.transform``: ``{"n_missing_genes", "fill_missing"}``
+        and, when genes were filled, ``"missing_genes"`` and ``"fill_values"``.
+    gbumap_version
+        The package version that wrote the record (when read back; encoding
+        always records the running version).
+    """
+
+    model: GlassBoxUMAP
+    feature_names: np.ndarray
+    input: InputSpec = field(default_factory=InputSpec)
+    attribution: str = "genes"
+    projection_source: str = "none"
+    neighbors: dict = field(default_factory=lambda: {"source": "gbumap"})
+    timings: dict = field(default_factory=dict)
+    reconstruction_error: dict | None = None
+    contributions: dict | None = None
+    query: dict | None = None
+    gbumap_version: str | None = None
+
+    @property
+    def gene_level(self) -> bool:
+        return self.attribution == "genes"
+
+    @property
+    def fill(self) -> dict[str, float] | None:
+        """Constant values a query used for model genes it lacked (``tl.transform(fill_missing=...)``)."""
+        if not self.query or "missing_genes" not in self.query:
+            return None
+        return dict(zip(self.query["missing_genes"].tolist(), self.query["fill_values"].tolist()))
+
+    def replace(self, **changes: Any) -> ModelRecord:
+        """A copy with some fields changed (the model itself is shared, not copied)."""
+        return replace(self, **changes)
+
+
+def encode_record(record: ModelRecord) -> dict:
+    """``uns[key]`` for a record: the model part of :func:`encode_model` plus the AnnData part."""
+    reg = encode_model(record.model)  # gbumap_version: this package, the writer
+    reg["input"] = record.input.to_dict()
+    reg["feature_names"] = np.asarray(record.feature_names, dtype=str)
+    reg["attribution"] = str(record.attribution)
+    reg["projection"]["source"] = str(record.projection_source)
+    reg["neighbors"] = {k: str(v) for k, v in record.neighbors.items()}
+    reg["timings"] = {k: float(v) for k, v in record.timings.items()}
+    if record.reconstruction_error is not None:
+        reg["reconstruction_error"] = {k: float(v) for k, v in record.reconstruction_error.items()}
+    if record.contributions is not None:
+        reg["contributions"] = dict(record.contributions)
+    if record.query is not None:
+        reg["query"] = dict(record.query)
+    return reg
+
+
+def decode_record(reg: Mapping, *, encoder=None, where: str = "registry") -> ModelRecord:
+    """Validate ``uns[key]`` and rebuild its :class:`ModelRecord` (the estimator included)."""
+    reg = _current(reg, where)
+    model = decode_model(reg, encoder=encoder)
+    names = _strings(_field(reg, "feature_names"), "feature_names")
+    if len(names) != model.n_features_in_:
+        raise RegistryError(
+            f"Registry 'feature_names' has {len(names)} names for a model of {model.n_features_in_} features."
+        )
+    spec = InputSpec.from_dict(reg["input"]) if isinstance(reg.get("input"), Mapping) else InputSpec()
+    neighbors = reg.get("neighbors", {"source": "gbumap"})
+    query = None
+    if isinstance(reg.get("query"), Mapping):
+        query = dict(reg["query"])
+        if "missing_genes" in query:
+            query["missing_genes"] = _strings(query["missing_genes"], "query/missing_genes")
+            query["fill_values"] = _numeric(query["fill_values"], "query/fill_values",
+                                            shape=query["missing_genes"].shape).astype(np.float64)
+    errors = reg.get("reconstruction_error")
+    return ModelRecord(
+        model=model,
+        feature_names=names,
+        input=spec,
+        attribution=_as_str(reg.get("attribution", "genes"), "attribution"),
+        projection_source=_as_str(_field(reg, "projection").get("source", "none"), "projection/source"),
+        neighbors={str(k): str(v) for k, v in dict(neighbors).items()},
+        timings={str(k): _as_float(v, f"timings/{k}") for k, v in dict(reg.get("timings", {})).items()},
+        reconstruction_error=None if errors is None else {k: _as_float(v, k) for k, v in dict(errors).items()},
+        contributions=dict(reg["contributions"]) if isinstance(reg.get("contributions"), Mapping) else None,
+        query=query,
+        gbumap_version=str(reg.get("gbumap_version", "unknown")),
+    )
+
+
+def read_record(adata, key: str = "gbumap", *, encoder=None) -> ModelRecord:
+    """The :class:`ModelRecord` stored in ``adata.uns[key]``."""
+    return decode_record(registry_for(adata, key), encoder=encoder, where=key)

@@ -9,25 +9,10 @@ import pandas as pd
 from anndata import AnnData
 
 from .._anndata_input import select_obs
-from .._attribution import Reduction, reduce_contributions
-from ._model import model_view
+from .._attribution import Reduction
+from .._view import model_view, reconstruction_error_of
 
 __all__ = ["contributions", "reconstruction_error"]
-
-
-def _feature_indices(names: np.ndarray, genes) -> np.ndarray | None:
-    if genes is None:
-        return None
-    wanted = np.asarray([genes] if isinstance(genes, str) else list(genes)).astype(str)
-    index = pd.Index(names)
-    idx = index.get_indexer(wanted)
-    if (idx < 0).any():
-        missing = wanted[idx < 0]
-        raise KeyError(
-            f"Not among the model's {len(names)} features: {', '.join(missing[:20])}"
-            f"{' …' if len(missing) > 20 else ''}. Only genes the model was trained on have contributions."
-        )
-    return idx
 
 
 def contributions(
@@ -78,19 +63,15 @@ def contributions(
     >>> c = gbumap.get.contributions(adata, genes=["LYZ", "CST3"], reduction="l2")  # doctest: +SKIP
     """
     view = model_view(adata, key)
-    feature_idx = _feature_indices(view.feature_names, genes)
+    feature_idx = view.feature_indices(genes)
     names = view.feature_names if feature_idx is None else view.feature_names[feature_idx]
     obs_idx = select_obs(adata, obs)
     n_comp = view.estimator.n_components
     shape = (len(obs_idx), n_comp, len(names)) if reduction is None else (len(obs_idx), len(names))
     out = np.empty(shape, dtype=view.estimator.numpy_dtype)
     pos = 0
-    # normed_l2 is a share of the cell's total over all genes, so it needs every gene
-    subset_after = reduction == "normed_l2" and feature_idx is not None
-    source_idx = None if subset_after else feature_idx
-    for rows, contrib in view.iter_contributions(adata, obs_idx, source_idx, batch_size=batch_size):
-        reduced = reduce_contributions(contrib, reduction)
-        out[pos : pos + len(rows)] = reduced[:, feature_idx] if subset_after else reduced
+    for rows, values in view.iter_reduced(adata, obs_idx, reduction, feature_idx, batch_size=batch_size):
+        out[pos : pos + len(rows)] = values
         pos += len(rows)
     if not as_frame:
         return out
@@ -120,18 +101,4 @@ def reconstruction_error(adata: AnnData, key: str = "gbumap", *, batch_size: int
     >>> gbumap.get.reconstruction_error(adata)["max_rel"] < 1e-4  # doctest: +SKIP
     True
     """
-    return measure_reconstruction(adata, model_view(adata, key), batch_size=batch_size)
-
-
-def measure_reconstruction(adata: AnnData, view, *, jacobian=None, batch_size: int = 4096) -> dict[str, float]:
-    emb_key = f"X_{view.key}"
-    if emb_key not in adata.obsm:
-        raise KeyError(f"obsm[{emb_key!r}] not found; run gbumap.tl.fit(adata, key_added={view.key!r}).")
-    emb = np.asarray(adata.obsm[emb_key], dtype=np.float64)
-    worst = 0.0
-    rows_all = np.arange(adata.n_obs)
-    for rows, contrib in view.iter_contributions(adata, rows_all, batch_size=batch_size, jacobian=jacobian):
-        total = contrib.sum(axis=-1, dtype=np.float64)
-        worst = max(worst, float(np.abs(total - emb[rows]).max()))
-    scale = float(np.abs(emb).max()) or 1.0
-    return {"max_abs": worst, "max_rel": worst / scale}
+    return reconstruction_error_of(adata, model_view(adata, key), batch_size=batch_size)

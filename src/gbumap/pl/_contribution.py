@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,21 +11,21 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._docs import CELL_SELECTION, SHOW_SAVE, doc_params
+from .._docs import CELL_SELECTION, SHOW_SAVE, doc_params
+from .._anndata_input import select_cells
+from .._attribution import Reduction, reduction_label
+from ..get._summaries import mean_contributions as _get_mean_contributions
+from ..get._summaries import mean_over
 from ._utils import (
-    Component,
-    check_component,
-    component_label,
-    component_values,
     feature_indices,
     finish,
     group_colors,
     is_signed,
-    iter_component,
     model,
     panel_grid,
     plot_shell,
-    selection,
+    reduced_values,
+    resolve_reduction,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,7 +40,7 @@ def contribution(
     adata: AnnData,
     genes: str | Sequence[str],
     *,
-    component: Component = "l2",
+    reduction: Reduction = "l2",
     key: str = "gbumap",
     basis: str | None = None,
     shared_scale: bool = False,
@@ -51,6 +52,7 @@ def contribution(
     show: bool | None = None,
     save: str | Path | bool | None = None,
     return_fig: bool | None = None,
+    component: Reduction | None = None,
     **kwargs: Any,
 ) -> Figure | list[Axes] | None:
     """Embedding coloured by genes' contributions, one panel per gene.
@@ -61,7 +63,7 @@ def contribution(
         AnnData with a fitted model under ``key``.
     genes
         One gene or several (each must be a feature of the model).
-    component
+    reduction
         What colours a cell: ``"l2"`` (how far the gene moves the cell),
         ``"normed_l2"`` (that distance as a share of the cell's total over
         all genes) or an axis index (the signed push along that axis, on a
@@ -85,6 +87,8 @@ def contribution(
     batch_size
         Cells per batch when rebuilding contributions.
     {show_save}
+    component
+        Deprecated name of ``reduction`` (same values).
     **kwargs
         Passed to :func:`scanpy.pl.embedding` for every panel.
 
@@ -98,15 +102,15 @@ def contribution(
     >>> adata = sc.datasets.pbmc68k_reduced()
     >>> gbumap.tl.glassbox_umap(adata, n_steps=60, verbose=False)
     >>> gbumap.pl.contribution(adata, ["LYZ", "CST3"], shared_scale=True)  # doctest: +SKIP
-    >>> gbumap.pl.contribution(adata, "LYZ", component=0)  # signed push along axis 1  # doctest: +SKIP
+    >>> gbumap.pl.contribution(adata, "LYZ", reduction=0)  # signed push along axis 1  # doctest: +SKIP
     """
     import scanpy as sc
 
     view = model(adata, key)
-    component = check_component(component, view.estimator.n_components)
+    reduction = resolve_reduction(reduction, component, view.estimator.n_components, "contribution")
     idx, names = feature_indices(view, genes)
-    values = component_values(adata, view, component, idx, batch_size=batch_size)
-    signed = is_signed(component)
+    values = reduced_values(adata, view, reduction, idx, batch_size=batch_size)
+    signed = is_signed(reduction)
     if signed:
         limits = np.abs(values).max(axis=0)
         if shared_scale:
@@ -121,7 +125,7 @@ def contribution(
         vmin = vmax = [None] * len(names)
 
     basis = key if basis is None else basis
-    label = component_label(component, key)
+    label = reduction_label(reduction, key)
     fig, axes = panel_grid(len(names), ncols, panel_size, wspace=0.3)
     for j, (ax, gene) in enumerate(zip(axes, names)):
         frame = pd.DataFrame({gene: values[:, j]}, index=adata.obs_names.copy())
@@ -147,54 +151,22 @@ def contribution(
     return finish(fig, axes, name="contribution", show=show, save=save, return_fig=return_fig)
 
 
-@doc_params(cell_selection=CELL_SELECTION)
-def mean_contributions(
-    adata: AnnData,
-    obs: np.ndarray | Sequence[str] | Sequence[int] | None = None,
-    *,
-    groupby: str | None = None,
-    group: str | Sequence[str] | None = None,
-    component: Component = "l2",
-    key: str = "gbumap",
-    batch_size: int = 4096,
-) -> pd.Series:
-    """Mean contribution of every gene over a selection of cells.
-
-    The numbers behind :func:`feature_bars`, for all the model's genes.
-
-    Parameters
-    ----------
-    adata
-        AnnData with a fitted model under ``key``.
-    {cell_selection}
-    component
-        ``"l2"``, ``"normed_l2"`` or a signed axis index.
-    key
-        The model key.
-    batch_size
-        Cells per batch.
-
-    Returns
-    -------
-    pandas.Series
-        Indexed by gene, in the model's gene order, named after the selection.
+def mean_contributions(*args: Any, **kwargs: Any) -> pd.Series:
+    """Deprecated: use :func:`gbumap.get.mean_contributions` (it returns data, not a figure).
 
     Examples
     --------
-    >>> m = gbumap.pl.mean_contributions(adata, groupby="bulk_labels", group="CD14+ Monocyte")  # doctest: +SKIP
-    >>> m.nlargest(5)  # doctest: +SKIP
+    >>> gbumap.get.mean_contributions(adata, groupby="bulk_labels", group="CD14+ Monocyte")  # doctest: +SKIP
     """
-    view = model(adata, key)
-    component = check_component(component, view.estimator.n_components)
-    rows, description = selection(adata, obs, groupby, group)
-    return _mean_over(adata, view, rows, component, description, batch_size)
-
-
-def _mean_over(adata: AnnData, view, rows: np.ndarray, component: Component, name: str, batch_size: int) -> pd.Series:
-    total = np.zeros(len(view.feature_names))
-    for _, values in iter_component(adata, view, rows, component, batch_size=batch_size):
-        total += values.sum(axis=0)
-    return pd.Series(total / len(rows), index=pd.Index(view.feature_names, name="gene"), name=name)
+    warnings.warn(
+        "gbumap.pl.mean_contributions is deprecated and will be removed in the next release; "
+        "use gbumap.get.mean_contributions (same arguments, reduction= instead of component=).",
+        FutureWarning,
+        stacklevel=2,
+    )
+    if "component" in kwargs:
+        kwargs["reduction"] = kwargs.pop("component")
+    return _get_mean_contributions(*args, **kwargs)
 
 
 @doc_params(show_save=SHOW_SAVE, cell_selection=CELL_SELECTION)
@@ -204,7 +176,7 @@ def feature_bars(
     *,
     groupby: str | None = None,
     group: str | Sequence[str] | None = None,
-    component: Component = "l2",
+    reduction: Reduction = "l2",
     n_genes: int = 15,
     key: str = "gbumap",
     color: str | None = None,
@@ -213,6 +185,7 @@ def feature_bars(
     show: bool | None = None,
     save: str | Path | bool | None = None,
     return_fig: bool | None = None,
+    component: Reduction | None = None,
     **kwargs: Any,
 ) -> Figure | Axes | None:
     """Horizontal bars of the mean contribution per gene for a selection of cells.
@@ -226,7 +199,7 @@ def feature_bars(
     adata
         AnnData with a fitted model under ``key``.
     {cell_selection}
-    component
+    reduction
         ``"l2"`` (mean distance each gene moves the cells), ``"normed_l2"``
         (mean share of each cell's total) or an axis index (mean signed push
         along that axis).
@@ -242,6 +215,8 @@ def feature_bars(
     batch_size
         Cells per batch.
     {show_save}
+    component
+        Deprecated name of ``reduction`` (same values).
     **kwargs
         Passed to :meth:`matplotlib.axes.Axes.barh`.
 
@@ -255,17 +230,17 @@ def feature_bars(
     >>> adata = sc.datasets.pbmc68k_reduced()
     >>> gbumap.tl.glassbox_umap(adata, n_steps=60, verbose=False)
     >>> gbumap.pl.feature_bars(adata, groupby="bulk_labels", group="CD14+ Monocyte")  # doctest: +SKIP
-    >>> gbumap.pl.feature_bars(adata, adata.obs["louvain"] == "3", component=0)  # doctest: +SKIP
+    >>> gbumap.pl.feature_bars(adata, adata.obs["louvain"] == "3", reduction=0)  # doctest: +SKIP
     """
     import matplotlib.pyplot as plt
 
     if isinstance(n_genes, bool) or int(n_genes) < 1:
         raise ValueError(f"n_genes must be a positive integer; got {n_genes!r}.")
     view = model(adata, key)
-    component = check_component(component, view.estimator.n_components)
-    rows, description = selection(adata, obs, groupby, group)
-    means = _mean_over(adata, view, rows, component, description, batch_size)
-    signed = is_signed(component)
+    reduction = resolve_reduction(reduction, component, view.estimator.n_components, "feature_bars")
+    rows, description = select_cells(adata, obs, groupby, group)
+    means = pd.Series(mean_over(adata, view, rows, reduction, batch_size), index=view.feature_names, name=description)
+    signed = is_signed(reduction)
     rank = means.abs() if signed else means
     top = rank.sort_values(ascending=False, kind="stable").index[: int(n_genes)]
     values = means[top].to_numpy()
@@ -287,7 +262,7 @@ def feature_bars(
     ax.invert_yaxis()
     if signed:
         ax.axvline(0, color="black", linewidth=0.6)
-    ax.set_xlabel(f"mean {component_label(component, key)}")
+    ax.set_xlabel(f"mean {reduction_label(reduction, key)}")
     ax.set_title(f"{means.name} ({n_cells:,} cells)", fontsize="medium")
     ax.spines[["top", "right"]].set_visible(False)
     return finish(fig, ax, name="feature_bars", show=show, save=save, return_fig=return_fig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,11 @@ import pandas as pd
 from anndata import AnnData
 
 from .._anndata_input import missing_key_error
-from ._utils import embedding_key, group_colors, iter_component, model
+from .._attribution import reduction_label
+from ..get._summaries import l2_summary
+from ._utils import embedding_key, group_colors, model
 
-__all__ = ["explore"]
+__all__ = ["ExplorerData", "explore", "explorer_data"]
 
 _GREY = "#d3d3d3"
 _POSITIVE = "#b2182b"
@@ -64,100 +67,137 @@ def _sample_cells(
     return np.sort(np.concatenate(chosen))
 
 
-_JS_VALUES = """
-function component_values(g, comp) {
-    const n = contrib.data["total"].length;
-    const out = new Float64Array(n);
-    if (comp === "l2" || comp === "normed_l2") {
-        for (let a = 0; a < n_axes; a++) {
-            const col = contrib.data["c" + g + "_" + a];
-            for (let i = 0; i < n; i++) out[i] += col[i] * col[i];
-        }
-        for (let i = 0; i < n; i++) out[i] = Math.sqrt(out[i]);
-        if (comp === "normed_l2") {
-            const total = contrib.data["total"];
-            for (let i = 0; i < n; i++) out[i] = total[i] > 0 ? out[i] / total[i] : 0;
-        }
-    } else {
-        const col = contrib.data["c" + g + "_" + comp];
-        for (let i = 0; i < n; i++) out[i] = col[i];
-    }
-    return out;
-}
-function is_signed(comp) { return !(comp === "l2" || comp === "normed_l2"); }
-"""
+def _javascript() -> dict[str, str]:
+    """The page's callbacks from the package file ``explore.js``: ``{"bars": ..., "colours": ...}``."""
+    from importlib.resources import files
 
-_JS_BARS = (
-    _JS_VALUES
-    + """
-const comp = component_select.value;
-const signed = is_signed(comp);
-const selected = cells.selected.indices;
-const n = contrib.data["total"].length;
-const m = selected.length > 0 ? selected.length : n;
-const means = [];
-for (let g = 0; g < genes.length; g++) {
-    const v = component_values(g, comp);
-    let s = 0;
-    if (selected.length > 0) { for (const i of selected) s += v[i]; }
-    else { for (let i = 0; i < n; i++) s += v[i]; }
-    means.push(s / m);
-}
-const order = genes.map((_, g) => g);
-order.sort((a, b) => signed ? Math.abs(means[b]) - Math.abs(means[a]) : means[b] - means[a]);
-const names = order.map((g) => genes[g]);
-y_range.factors = names.slice().reverse();
-bars.data = {
-    gene: names,
-    value: order.map((g) => means[g]),
-    color: order.map((g) => signed ? (means[g] >= 0 ? positive : negative) : bar_color),
-};
-const what = selected.length > 0
-    ? selected.length.toLocaleString("en-US") + " selected cells"
-    : "all " + n.toLocaleString("en-US") + " shown cells";
-bar_fig.title.text = "Mean " + labels[comp] + ": " + what;
-x_axis.axis_label = "mean " + labels[comp];
-"""
-)
+    text = files("gbumap.pl").joinpath("explore.js").read_text(encoding="utf-8")
+    sections = {}
+    for part in text.split("// === ")[1:]:
+        name, _, code = part.partition("\n")
+        sections[name.split(":")[0].strip()] = code
+    return {"bars": sections["values"] + sections["bars"], "colours": sections["values"] + sections["colours"]}
 
-_JS_COLORS = (
-    _JS_VALUES
-    + """
-const mode = color_select.value;
-const comp = component_select.value;
-const n = cells.data["x"].length;
-const color = cells.data["color"];
-if (mode === "group" || mode === "top") {
-    const codes = cells.data[mode === "group" ? "group_code" : "top_code"];
-    const palette = mode === "group" ? group_palette : top_palette;
-    for (let i = 0; i < n; i++) color[i] = palette[codes[i]];
-    legend.items = mode === "group" ? group_items : top_items;
-    legend.visible = true;
-    color_bar.visible = false;
-} else {
-    const g = parseInt(mode.slice(5));
-    const v = component_values(g, comp);
-    const signed = is_signed(comp);
-    let hi = 0;
-    for (let i = 0; i < n; i++) hi = Math.max(hi, signed ? Math.abs(v[i]) : v[i]);
-    if (!(hi > 0)) hi = 1;
-    const lo = signed ? -hi : 0;
-    const palette = signed ? diverging : sequential;
-    const k = palette.length - 1;
-    for (let i = 0; i < n; i++) {
-        const t = Math.min(1, Math.max(0, (v[i] - lo) / (hi - lo)));
-        color[i] = palette[Math.round(t * k)];
-    }
-    mapper.palette = palette;
-    mapper.low = lo;
-    mapper.high = hi;
-    color_bar.title = genes[g] + ": " + labels[comp];
-    legend.visible = false;
-    color_bar.visible = true;
-}
-cells.change.emit();
-"""
-)
+
+@dataclass
+class ExplorerData:
+    """Everything the explorer page shows, as plain arrays (cells in drawing order)."""
+
+    key: str
+    groupby: str | None
+    n_obs: int
+    rows: np.ndarray  # (n_shown,) obs positions of the shown cells, drawing order
+    xy: np.ndarray  # (n_shown, 2) embedding
+    gene_names: list[str]  # the genes whose per-cell contributions are embedded
+    signed: np.ndarray  # (n_axes, n_genes, n_shown) float32 signed contributions
+    totals: np.ndarray  # (n_shown,) each cell's L2 total over all the model's genes
+    group_names: list[str]
+    group_palette: list[str]
+    group_code: np.ndarray
+    top_names: list[str]  # the most frequent top genes, then "other genes"
+    top_palette: list[str]
+    top_code: np.ndarray
+    labels: dict[str, str]  # reduction ("l2", "normed_l2", "0", "1", ...) -> its name
+    count_text: str
+
+    @property
+    def n_shown(self) -> int:
+        return len(self.rows)
+
+    @property
+    def n_axes(self) -> int:
+        return self.signed.shape[0]
+
+
+def explorer_data(
+    adata: AnnData,
+    *,
+    groupby: str | None = None,
+    key: str = "gbumap",
+    max_cells: int = 50_000,
+    n_genes: int = 20,
+    n_top: int = 10,
+    random_state: int | None = 0,
+    batch_size: int = 4096,
+) -> ExplorerData:
+    """The numbers behind :func:`explore`: sample, genes, per-cell contributions, colourings (no bokeh)."""
+    if isinstance(max_cells, bool) or int(max_cells) < 1:
+        raise ValueError(f"max_cells must be a positive integer; got {max_cells!r}.")
+    if isinstance(n_genes, bool) or int(n_genes) < 1:
+        raise ValueError(f"n_genes must be a positive integer; got {n_genes!r}.")
+    if groupby is not None and groupby not in adata.obs.columns:
+        raise missing_key_error("obs column", groupby, adata.obs.columns)
+    view = model(adata, key)
+    names = view.feature_names
+    n_axes = int(view.estimator.n_components)
+    emb = np.asarray(adata.obsm[embedding_key(adata, key)], dtype=np.float32)
+    if n_axes < 2 or emb.shape[1] < 2:
+        raise ValueError("The explorer draws 2-D embeddings; this model has fewer than 2 axes.")
+
+    rng = np.random.default_rng(random_state)
+    labels = adata.obs[groupby] if groupby is not None else None
+    rows = _sample_cells(adata.n_obs, int(max_cells), labels, rng)
+    n_shown = len(rows)
+
+    # pass 1: every gene's L2 per shown cell -> totals, top genes (as pl.top_features) and the gene ranking
+    l2_sum, totals, winners = l2_summary(adata, view, rows, "up", batch_size)
+    top_genes = np.argsort(-l2_sum, kind="stable")[: min(int(n_genes), len(names))]
+
+    # pass 2: signed contributions of the chosen genes only
+    signed = np.empty((n_axes, len(top_genes), n_shown), dtype=np.float32)
+    pos = 0
+    for batch_rows, contrib in view.iter_contributions(adata, rows, top_genes, batch_size=batch_size):
+        signed[:, :, pos : pos + len(batch_rows)] = np.transpose(contrib, (1, 2, 0))
+        pos += len(batch_rows)
+
+    counts = np.bincount(winners, minlength=len(names))
+    frequent = np.argsort(-counts, kind="stable")
+    frequent = frequent[counts[frequent] > 0][: int(n_top)]
+    top_code = pd.Index(frequent).get_indexer(winners)
+    top_code[top_code < 0] = len(frequent)
+
+    if labels is not None:
+        cat = labels if isinstance(labels.dtype, pd.CategoricalDtype) else labels.astype("category")
+        cat = cat.iloc[rows]
+        group_names = [str(c) for c in cat.cat.categories]
+        known = group_colors(adata, groupby)
+        group_palette = [known[g] for g in group_names] if known else _categorical_palette(len(group_names))
+        group_code = np.asarray(cat.cat.codes, dtype=np.int64)
+        if (group_code < 0).any():
+            group_names.append("NA")
+            group_palette.append(_GREY)
+            group_code[group_code < 0] = len(group_names) - 1
+    else:
+        group_names, group_palette, group_code = ["all cells"], [_BAR], np.zeros(n_shown, dtype=np.int64)
+
+    # drawing order: random, with the grey "other genes" cells first (beneath)
+    order = rng.permutation(n_shown)
+    order = order[np.argsort(top_code[order] != len(frequent), kind="stable")]
+
+    if n_shown < adata.n_obs:
+        how = f"random sample stratified by {groupby}" if groupby is not None else "random sample"
+        count_text = f"showing {n_shown:,} of {adata.n_obs:,} cells ({how}, seed {random_state})"
+    else:
+        count_text = f"showing all {n_shown:,} cells"
+    reductions: list = ["l2", "normed_l2", *range(n_axes)]
+    return ExplorerData(
+        key=key,
+        groupby=groupby,
+        n_obs=adata.n_obs,
+        rows=rows[order],
+        xy=emb[rows[order], :2],
+        gene_names=[str(g) for g in names[top_genes]],
+        signed=np.ascontiguousarray(signed[:, :, order]),
+        totals=totals[order],
+        group_names=group_names,
+        group_palette=group_palette,
+        group_code=group_code[order],
+        top_names=[str(g) for g in names[frequent]] + ["other genes"],
+        top_palette=_categorical_palette(len(frequent)) + [_GREY],
+        top_code=top_code[order],
+        labels={str(r): reduction_label(r, key) for r in reductions},
+        count_text=count_text,
+    )
 
 
 def explore(
@@ -247,6 +287,21 @@ def explore(
         raise ImportError(
             "gbumap.pl.explore needs bokeh; install it with: pip install gbumap[interactive]"
         ) from err
+    data = explorer_data(
+        adata,
+        groupby=groupby,
+        key=key,
+        max_cells=max_cells,
+        n_genes=n_genes,
+        n_top=n_top,
+        random_state=random_state,
+        batch_size=batch_size,
+    )
+    return _write_page(data, Path(path), webgl)
+
+
+def _write_page(data: ExplorerData, target: Path, webgl: bool) -> Path:
+    """Lay out the bokeh page for ``data`` and write it as one self-contained HTML file."""
     from bokeh.embed import file_html
     from bokeh.layouts import column, row
     from bokeh.models import (
@@ -267,94 +322,31 @@ def explore(
     from bokeh.plotting import figure
     from bokeh.resources import INLINE
 
-    if isinstance(max_cells, bool) or int(max_cells) < 1:
-        raise ValueError(f"max_cells must be a positive integer; got {max_cells!r}.")
-    if isinstance(n_genes, bool) or int(n_genes) < 1:
-        raise ValueError(f"n_genes must be a positive integer; got {n_genes!r}.")
-    if groupby is not None and groupby not in adata.obs.columns:
-        raise missing_key_error("obs column", groupby, adata.obs.columns)
-    view = model(adata, key)
-    names = view.feature_names
-    n_axes = int(view.estimator.n_components)
-    emb = np.asarray(adata.obsm[embedding_key(adata, key)], dtype=np.float32)
-    if n_axes < 2 or emb.shape[1] < 2:
-        raise ValueError("The explorer draws 2-D embeddings; this model has fewer than 2 axes.")
-
-    rng = np.random.default_rng(random_state)
-    labels = adata.obs[groupby] if groupby is not None else None
-    rows = _sample_cells(adata.n_obs, int(max_cells), labels, rng)
-    n_shown = len(rows)
-
-    # pass 1: every gene's L2 per shown cell -> totals, winners and the global gene ranking
-    l2_sum = np.zeros(len(names))
-    totals = np.empty(n_shown)
-    winners = np.empty(n_shown, dtype=np.int64)
-    pos = 0
-    for _, l2 in iter_component(adata, view, rows, "l2", batch_size=batch_size):
-        l2_sum += l2.sum(axis=0)
-        totals[pos : pos + len(l2)] = l2.sum(axis=1)
-        winners[pos : pos + len(l2)] = np.argmax(l2, axis=1)
-        pos += len(l2)
-    top_genes = np.argsort(-l2_sum, kind="stable")[: min(int(n_genes), len(names))]
-    gene_names = [str(g) for g in names[top_genes]]
-
-    # pass 2: signed contributions of the chosen genes only
-    signed = np.empty((n_axes, len(top_genes), n_shown), dtype=np.float32)
-    pos = 0
-    for batch_rows, contrib in view.iter_contributions(adata, rows, top_genes, batch_size=batch_size):
-        signed[:, :, pos : pos + len(batch_rows)] = np.transpose(contrib, (1, 2, 0))
-        pos += len(batch_rows)
-
-    # top-gene colouring over all genes, like pl.top_features
-    counts = np.bincount(winners, minlength=len(names))
-    frequent = np.argsort(-counts, kind="stable")
-    frequent = frequent[counts[frequent] > 0][: int(n_top)]
-    top_names = [str(g) for g in names[frequent]] + ["other genes"]
-    top_palette = _categorical_palette(len(frequent)) + [_GREY]
-    top_code = pd.Index(frequent).get_indexer(winners)
-    top_code[top_code < 0] = len(frequent)
-
-    if labels is not None:
-        cat = labels if isinstance(labels.dtype, pd.CategoricalDtype) else labels.astype("category")
-        cat = cat.iloc[rows]
-        group_names = [str(c) for c in cat.cat.categories]
-        known = group_colors(adata, groupby)
-        group_palette = [known[g] for g in group_names] if known else _categorical_palette(len(group_names))
-        group_code = np.asarray(cat.cat.codes, dtype=np.int64)
-        if (group_code < 0).any():
-            group_names.append("NA")
-            group_palette.append(_GREY)
-            group_code[group_code < 0] = len(group_names) - 1
-    else:
-        group_names, group_palette, group_code = ["all cells"], [_BAR], np.zeros(n_shown, dtype=np.int64)
-
-    # drawing order: random, with the grey "other genes" cells first (beneath)
-    order = rng.permutation(n_shown)
-    order = order[np.argsort(top_code[order] != len(frequent), kind="stable")]
-
+    key, groupby, n_shown, n_axes = data.key, data.groupby, data.n_shown, data.n_axes
+    gene_names, group_names, group_palette = data.gene_names, data.group_names, data.group_palette
+    top_names, top_palette = data.top_names, data.top_palette
+    js = _javascript()
     start_mode = "group" if groupby is not None else "top"
-    start_codes, start_palette = (group_code, group_palette) if start_mode == "group" else (top_code, top_palette)
+    start_codes, start_palette = (
+        (data.group_code, group_palette) if start_mode == "group" else (data.top_code, top_palette)
+    )
     cells = ColumnDataSource(
         data={
-            "x": emb[rows[order], 0],
-            "y": emb[rows[order], 1],
-            "obs_index": rows[order].astype(np.int32),
-            "group_code": group_code[order].astype(np.int32),
-            "top_code": top_code[order].astype(np.int32),
-            "color": [start_palette[c] for c in start_codes[order]],
+            "x": data.xy[:, 0],
+            "y": data.xy[:, 1],
+            "obs_index": data.rows.astype(np.int32),
+            "group_code": data.group_code.astype(np.int32),
+            "top_code": data.top_code.astype(np.int32),
+            "color": [start_palette[c] for c in start_codes],
         },
         name="cells",
     )
-    contrib_data = {"total": totals[order].astype(np.float32)}
-    for g in range(len(top_genes)):
+    contrib_data = {"total": data.totals.astype(np.float32)}
+    for g in range(len(gene_names)):
         for a in range(n_axes):
-            contrib_data[f"c{g}_{a}"] = np.ascontiguousarray(signed[a, g, order])
+            contrib_data[f"c{g}_{a}"] = data.signed[a, g]
     contrib = ColumnDataSource(data=contrib_data, name="contributions")
-
     axis_name = key
-    labels_js = {"l2": "L2 contribution", "normed_l2": "share of the cell's L2 total"}
-    for a in range(n_axes):
-        labels_js[str(a)] = f"contribution to {axis_name}{a + 1} (signed)"
 
     point_size = float(np.clip(2.0 + 60.0 / np.sqrt(n_shown), 2.0, 7.0))
     scatter_fig = figure(
@@ -412,7 +404,7 @@ def explore(
     scatter_fig.add_layout(color_bar, "right")
 
     # initial bars: all shown cells, L2
-    l2_shown = np.sqrt((signed.astype(np.float64) ** 2).sum(axis=0)).mean(axis=1)
+    l2_shown = np.sqrt((data.signed.astype(np.float64) ** 2).sum(axis=0)).mean(axis=1)
     bar_order = np.argsort(-l2_shown, kind="stable")
     bars = ColumnDataSource(
         data={
@@ -427,22 +419,21 @@ def explore(
         width=420,
         height=600,
         y_range=y_range,
-        title=f"Mean L2 contribution: all {n_shown:,} shown cells",
+        title=f"Mean {data.labels['l2']}: all {n_shown:,} shown cells",
         tools="save",
         toolbar_location="above",
         name="bar_figure",
     )
     bar_fig.hbar(y="gene", right="value", height=0.7, fill_color="color", line_color=None, source=bars, name="bar_glyph")
     bar_fig.add_tools(HoverTool(tooltips=[("gene", "@gene"), ("mean", "@value{0.0000}")]))
-    bar_fig.xaxis.axis_label = "mean L2 contribution"
+    bar_fig.xaxis.axis_label = f"mean {data.labels['l2']}"
     bar_fig.ygrid.visible = False
     x_axis = bar_fig.xaxis[0]
 
     color_options = ([("group", f"group: {groupby}")] if groupby is not None else []) + [("top", "top gene per cell")]
     color_options += [(f"gene:{g}", f"gene: {name}") for g, name in enumerate(gene_names)]
     color_select = Select(title="Colour by", value=start_mode, options=color_options, width=260, name="color_select")
-    component_options = [("l2", "L2"), ("normed_l2", "normed L2 (share of cell total)")]
-    component_options += [(str(a), f"axis {axis_name}{a + 1} (signed)") for a in range(n_axes)]
+    component_options = [(r, label) for r, label in data.labels.items()]
     component_select = Select(
         title="Contribution", value="l2", options=component_options, width=260, name="component_select"
     )
@@ -452,7 +443,7 @@ def explore(
         "contrib": contrib,
         "genes": gene_names,
         "n_axes": n_axes,
-        "labels": labels_js,
+        "labels": data.labels,
         "component_select": component_select,
     }
     bars_cb = CustomJS(
@@ -466,7 +457,7 @@ def explore(
             negative=_NEGATIVE,
             bar_color=_BAR,
         ),
-        code=_JS_BARS,
+        code=js["bars"],
     )
     colors_cb = CustomJS(
         args=dict(
@@ -482,22 +473,17 @@ def explore(
             sequential=sequential,
             diverging=diverging,
         ),
-        code=_JS_COLORS,
+        code=js["colours"],
     )
     cells.selected.js_on_change("indices", bars_cb)
     component_select.js_on_change("value", bars_cb, colors_cb)
     color_select.js_on_change("value", colors_cb)
 
-    if n_shown < adata.n_obs:
-        how = f"random sample stratified by {groupby}" if groupby is not None else "random sample"
-        count_text = f"showing {n_shown:,} of {adata.n_obs:,} cells ({how}, seed {random_state})"
-    else:
-        count_text = f"showing all {n_shown:,} cells"
     header = Div(
         text=(
             f"<b>gbumap explorer</b> &mdash; model <code>{html.escape(key)}</code>, "
-            f"<span id='cell-count'>{html.escape(count_text)}</span>. "
-            f"Bars and gene colours cover the {len(gene_names)} genes with the largest mean L2 contribution. "
+            f"<span id='cell-count'>{html.escape(data.count_text)}</span>. "
+            f"Bars and gene colours cover the {len(gene_names)} genes with the largest mean {data.labels['l2']}. "
             "Lasso or box-select cells to restrict the bars to them."
         ),
         width=1240,
@@ -509,7 +495,6 @@ def explore(
         header, row(color_select, component_select, column(Div(text="&nbsp;"), clear)), row(scatter_fig, bar_fig)
     )
     page = file_html(layout, resources=INLINE, title=f"gbumap explorer: {key}")
-    target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(page, encoding="utf-8")
     return target

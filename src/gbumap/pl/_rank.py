@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata_input import missing_key_error
-from ._docs import SHOW_SAVE, doc_params
+from .._anndata_input import missing_key_error, sharing_arrays
+from .._docs import SHOW_SAVE, doc_params
 from ..tl._rank import score_label
-from ._utils import Component, check_component, finish, group_colors, is_signed, model, panel_grid
+from .._attribution import Reduction
+from ._utils import finish, group_colors, is_signed, model, panel_grid, resolve_reduction
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -22,31 +23,16 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["rank_features"]
 
 
-def _reusable(result: Any, groupby: str, key: str, component: Component, score: str | None) -> bool:
+def _reusable(result: Any, groupby: str, key: str, reduction: Reduction, score: str | None) -> bool:
     if not isinstance(result, Mapping) or "params" not in result or "names" not in result:
         return False
     params = result["params"]
     return (
         str(params.get("groupby")) == groupby
         and str(params.get("model_key", key)) == key
-        and str(params.get("reduction", "l2")) == str(component)
+        and str(params.get("reduction", "l2")) == str(reduction)
         and (score is None or str(params.get("score")) == score)
     )
-
-
-def _compute_shell(adata: AnnData, groupby: str, key: str) -> AnnData:
-    """An AnnData sharing ``adata``'s matrices (no copy) that results can be written to."""
-    shell = AnnData(
-        X=adata.X,
-        obs=adata.obs[[groupby]].copy(),
-        var=pd.DataFrame(index=adata.var_names.copy()),
-        obsm={k: adata.obsm[k] for k in adata.obsm.keys()},
-        layers={k: adata.layers[k] for k in adata.layers.keys()},
-    )
-    shell.uns[key] = adata.uns[key]
-    if f"{groupby}_colors" in adata.uns:
-        shell.uns[f"{groupby}_colors"] = list(adata.uns[f"{groupby}_colors"])
-    return shell
 
 
 @doc_params(show_save=SHOW_SAVE)
@@ -57,7 +43,7 @@ def rank_features(
     *,
     key: str = "gbumap",
     kind: Literal["bars", "dotplot"] = "bars",
-    component: Component = "l2",
+    reduction: Reduction = "l2",
     score: str | None = None,
     groups: Sequence[str] | None = None,
     rank_key: str | None = None,
@@ -67,6 +53,7 @@ def rank_features(
     show: bool | None = None,
     save: str | Path | bool | None = None,
     return_fig: bool | None = None,
+    component: Reduction | None = None,
     **kwargs: Any,
 ) -> Figure | Axes | list[Axes] | dict | None:
     """Top genes per group, ranked by their contributions to the embedding.
@@ -74,7 +61,7 @@ def rank_features(
     Plots the result of :func:`gbumap.tl.rank_features`: for each group, the
     genes with the highest ranking score. The ranking stored in
     ``uns[rank_key]`` is reused when it was computed for the same
-    ``groupby``, model, ``component`` and (when given) ``score``; otherwise it
+    ``groupby``, model, ``reduction`` and (when given) ``score``; otherwise it
     is computed on a light stand-in object sharing ``adata``'s matrices, and
     ``adata`` is not modified. Axis labels and titles name the statistic
     drawn, as stored in the ranking's ``params["score"]``.
@@ -97,9 +84,9 @@ def rank_features(
         :func:`scanpy.pl.rank_genes_groups_dotplot` with the dot colour set
         to the score (``values_to_plot="scores"`` unless given) and the dot
         size to the fraction of cells expressing the gene.
-    component
+    reduction
         Per-cell score ranked: ``"l2"``, ``"normed_l2"`` or an axis index
-        (signed), as ``reduction`` in :func:`gbumap.tl.rank_features`.
+        (signed), as in :func:`gbumap.tl.rank_features`.
     score
         Ranking statistic, as ``score`` in :func:`gbumap.tl.rank_features`
         (default: a stored ranking's, else that function's default).
@@ -114,6 +101,8 @@ def rank_features(
     ax
         For ``kind="dotplot"``: draw into this axes.
     {show_save}
+    component
+        Deprecated name of ``reduction`` (same values).
     **kwargs
         For ``kind="dotplot"``, passed to
         :func:`scanpy.pl.rank_genes_groups_dotplot` (``dendrogram`` defaults
@@ -139,11 +128,11 @@ def rank_features(
     if isinstance(n_genes, bool) or int(n_genes) < 1:
         raise ValueError(f"n_genes must be a positive integer; got {n_genes!r}.")
     view = model(adata, key)
-    component = check_component(component, view.estimator.n_components)
+    reduction = resolve_reduction(reduction, component, view.estimator.n_components, "rank_features")
     rank_key = rank_key or f"rank_features_{key}"
 
     result = adata.uns.get(rank_key)
-    if _reusable(result, groupby, key, component, score):
+    if _reusable(result, groupby, key, reduction, score):
         stored_groups = list(result["names"].dtype.names)
         if groups is not None and any(str(g) not in stored_groups for g in groups):
             result = None
@@ -152,11 +141,11 @@ def rank_features(
     if result is None:
         from ..tl import rank_features as compute
 
-        shell = _compute_shell(adata, groupby, key)
+        shell = sharing_arrays(adata, obs_columns=[groupby], uns_keys=[key, f"{groupby}_colors"])
         extra = {} if score is None else {"score": score}
-        compute(shell, groupby, key=key, reduction=component, key_added=rank_key, **extra)
+        compute(shell, groupby, key=key, reduction=reduction, key_added=rank_key, **extra)
         result = shell.uns[rank_key]
-    label = score_label(str(result["params"].get("score", "logfc")), component, key)
+    label = score_label(str(result["params"].get("score", "logfc")), reduction, key)
 
     available = list(result["names"].dtype.names)
     shown = available if groups is None else [str(g) for g in groups]
@@ -168,7 +157,7 @@ def rank_features(
         kwargs.setdefault("values_to_plot", "scores")
         if kwargs["values_to_plot"] == "scores":
             kwargs.setdefault("colorbar_title", label)
-            if is_signed(component):
+            if is_signed(reduction):
                 kwargs.setdefault("cmap", "RdBu_r")
                 kwargs.setdefault("vcenter", 0.0)
         # scanpy wants a score for every var: show the model's genes only
@@ -211,7 +200,7 @@ def rank_features(
         ax_.set_title(f"{group} (n={int(sizes.get(group, 0)):,})", fontsize="medium")
         ax_.set_xlabel(label, fontsize="small")
         ax_.tick_params(axis="y", labelsize="small")
-        if is_signed(component):
+        if is_signed(reduction):
             ax_.axvline(0, color="black", linewidth=0.6)
         ax_.spines[["top", "right"]].set_visible(False)
     fig.suptitle(f"{key}: top genes per {groupby}, ranked by {label}", y=1.0)

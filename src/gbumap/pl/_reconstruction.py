@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._docs import SHOW_SAVE, doc_params
+from .._docs import SHOW_SAVE, doc_params
 from ._utils import color_columns, embedding_key, finish, model, plot_shell
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from anndata import AnnData
 
-from ._docs import SHOW_SAVE, doc_params
-from ._utils import finish, iter_component, model, plot_shell
+from .._docs import SHOW_SAVE, doc_params
+from ..get._summaries import top_feature_groups as _get_top_feature_groups
+from ._utils import finish, plot_shell
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -21,94 +21,20 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["top_feature_groups", "top_features"]
 
 
-def _winners(adata: AnnData, key: str, batch_size: int, direction: str) -> tuple[np.ndarray, np.ndarray]:
-    """Index of each cell's largest-L2 feature, and the model's feature names.
-
-    With ``direction="up"`` only features above their baseline value in the
-    cell compete (a cell with none falls back to all of them).
-    """
-    if direction not in ("up", "any"):
-        raise ValueError(f"direction must be 'up' or 'any'; got {direction!r}.")
-    view = model(adata, key)
-    baseline = view.estimator.baseline_
-    winners = np.empty(adata.n_obs, dtype=np.int64)
-    for rows, values in iter_component(adata, view, np.arange(adata.n_obs), "l2", batch_size=batch_size):
-        if direction == "up":
-            block = view.matrix(adata, rows=rows)
-            dense = block.toarray() if sp.issparse(block) else np.asarray(block)
-            up = dense.astype(np.float64) > baseline
-            up[~up.any(axis=1)] = True
-            values = np.where(up, values, -1.0)  # magnitudes are >= 0: any gene that is up wins
-        winners[rows] = np.argmax(values, axis=1)
-    return winners, view.feature_names
-
-
-def top_feature_groups(
-    adata: AnnData,
-    n_top: int | None = 10,
-    *,
-    key: str = "gbumap",
-    direction: Literal["up", "any"] = "up",
-    batch_size: int = 4096,
-) -> pd.Series:
-    """Each cell's top feature: the gene whose contribution moves it furthest.
-
-    For every cell the gene with the largest L2 contribution (the norm of its
-    contribution vector over the embedding axes) among the genes the cell
-    expresses above the baseline is its *winner*. The
-    ``n_top`` genes that win most often become the categories; cells won by
-    any other gene get a missing value. Nothing is written to ``adata``; to
-    keep the result, assign it yourself
-    (``adata.obs["top_feature"] = gbumap.pl.top_feature_groups(adata)``).
-
-    Parameters
-    ----------
-    adata
-        AnnData with a model fitted by :func:`gbumap.tl.fit` under ``key``
-        (contributions from :func:`gbumap.tl.contributions` make it faster).
-    n_top
-        How many of the most frequent winners to keep as categories
-        (``None``: all winners).
-    key
-        The model key.
-    direction
-        ``"up"`` (default): only genes above their baseline value in the cell
-        may win (with ``baseline="mean"``, genes the cell expresses more than
-        the average cell; with ``"zero"``, any gene it expresses), so a cell
-        is never coloured by a gene it lacks. ``"any"``: every gene may win,
-        including genes whose low level places the cell (negative markers).
-    batch_size
-        Cells per batch when rebuilding contributions.
-
-    Returns
-    -------
-    pandas.Series
-        Categorical, indexed by ``obs_names`` and named ``"top_feature_<key>"``.
-        Categories are gene names, most frequent winner first; ``NaN`` for
-        cells whose winner is not among them.
+def top_feature_groups(*args: Any, **kwargs: Any) -> pd.Series:
+    """Deprecated: use :func:`gbumap.get.top_feature_groups` (it returns data, not a figure).
 
     Examples
     --------
-    >>> import scanpy as sc, gbumap
-    >>> adata = sc.datasets.pbmc68k_reduced()
-    >>> gbumap.tl.glassbox_umap(adata, n_steps=60, verbose=False)
-    >>> top = gbumap.pl.top_feature_groups(adata, n_top=5)
-    >>> len(top.cat.categories)
-    5
+    >>> gbumap.get.top_feature_groups(adata, n_top=5)  # doctest: +SKIP
     """
-    if n_top is not None and (isinstance(n_top, bool) or int(n_top) < 1):
-        raise ValueError(f"n_top must be a positive integer or None; got {n_top!r}.")
-    winners, names = _winners(adata, key, batch_size, direction)
-    counts = np.bincount(winners, minlength=len(names))
-    order = np.argsort(-counts, kind="stable")
-    order = order[counts[order] > 0]
-    if n_top is not None:
-        order = order[: int(n_top)]
-    categories = names[order]
-    labels = pd.Categorical.from_codes(
-        pd.Index(order).get_indexer(winners), categories=pd.Index(categories, dtype=object)
+    warnings.warn(
+        "gbumap.pl.top_feature_groups is deprecated and will be removed in the next release; "
+        "use gbumap.get.top_feature_groups (same arguments).",
+        FutureWarning,
+        stacklevel=2,
     )
-    return pd.Series(labels, index=adata.obs_names.copy(), name=f"top_feature_{key}")
+    return _get_top_feature_groups(*args, **kwargs)
 
 
 @doc_params(show_save=SHOW_SAVE)
@@ -134,7 +60,7 @@ def top_features(
 
     Each cell takes the colour of the gene that contributes most to its
     position (largest L2 contribution among the genes it expresses above the
-    baseline, see :func:`top_feature_groups`). Only
+    baseline, see :func:`gbumap.get.top_feature_groups`). Only
     the ``n_top`` genes that win most often get a colour and a legend entry;
     the other cells are drawn light grey, beneath the coloured ones. Drawn by
     :func:`scanpy.pl.embedding`.
@@ -148,7 +74,7 @@ def top_features(
     key
         The model key.
     direction
-        Which genes may win, as in :func:`top_feature_groups`.
+        Which genes may win, as in :func:`gbumap.get.top_feature_groups`.
     basis
         ``obsm`` basis to draw on (default: the model's own embedding,
         ``obsm["X_<key>"]``); e.g. ``"umap"`` to show the same winners on a
@@ -182,7 +108,7 @@ def top_features(
     """
     import scanpy as sc
 
-    groups = top_feature_groups(adata, n_top, key=key, direction=direction)
+    groups = _get_top_feature_groups(adata, n_top, key=key, direction=direction)
     column = "top feature"
     frame = pd.DataFrame({column: groups.array}, index=adata.obs_names.copy())
     basis = key if basis is None else basis

@@ -2,47 +2,43 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata_input import missing_key_error, select_obs
-from .._attribution import reduction_label
-from ..get._model import ModelView, model_view
+from .._anndata_input import missing_key_error
+from .._attribution import Reduction, check_reduction
+from .._view import ModelView, model_view
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-Component = Union[Literal["l2", "normed_l2"], int]
+Component = Reduction  # the old name of the same argument
 
 __all__ = ["Component"]
 
 
-def check_component(component: Component, n_axes: int) -> Component:
-    """Validate a ``component`` argument against the number of embedding axes."""
-    if isinstance(component, (bool, np.bool_)):
-        raise ValueError(f"component must be 'l2', 'normed_l2' or an axis index; got {component!r}.")
-    if isinstance(component, (int, np.integer)):
-        if not 0 <= int(component) < n_axes:
-            raise ValueError(f"Axis {component} does not exist; the embedding has {n_axes} axes (0 to {n_axes - 1}).")
-        return int(component)
-    if component not in ("l2", "normed_l2"):
-        raise ValueError(f"component must be 'l2', 'normed_l2' or an axis index; got {component!r}.")
-    return component
+def resolve_reduction(reduction: Reduction, component: Reduction | None, n_axes: int, caller: str) -> Reduction:
+    """The ``reduction`` to use, honouring the deprecated ``component=`` (same values) with a warning."""
+    if component is not None:
+        warnings.warn(
+            f"gbumap.pl.{caller}(component=...) is deprecated and will be removed in the next release; "
+            "use reduction= (same values: 'l2', 'normed_l2' or an axis index).",
+            FutureWarning,
+            stacklevel=3,
+        )
+        reduction = component
+    return check_reduction(reduction, n_axes)
 
 
-def is_signed(component: Component) -> bool:
-    return not isinstance(component, str)
-
-
-def component_label(component: Component, key: str = "gbumap") -> str:
-    """Human-readable name of a component, for titles and axis labels."""
-    return reduction_label(component, key)
+def is_signed(reduction: Reduction) -> bool:
+    return not isinstance(reduction, str)
 
 
 def embedding_key(adata: AnnData, basis: str) -> str:
@@ -55,98 +51,29 @@ def embedding_key(adata: AnnData, basis: str) -> str:
 
 def feature_indices(view: ModelView, genes: str | Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
     """Positions of ``genes`` among the model's features (all when ``None``) and their names."""
-    names = view.feature_names
-    if genes is None:
-        return np.arange(len(names)), names
-    wanted = np.asarray([genes] if isinstance(genes, str) else list(genes)).astype(str)
-    idx = pd.Index(names).get_indexer(wanted)
-    if (idx < 0).any():
-        missing = wanted[idx < 0]
-        raise KeyError(
-            f"Not among the {len(names)} features of the model: {', '.join(missing[:20])}. "
-            "Only genes the model was trained on have contributions."
-        )
-    return idx, names[idx]
+    idx = view.feature_indices(genes)
+    if idx is None:
+        idx = np.arange(len(view.feature_names))
+    return idx, view.feature_names[idx]
 
 
-def iter_component(
+def reduced_values(
     adata: AnnData,
     view: ModelView,
-    obs_idx: np.ndarray,
-    component: Component,
-    feature_idx: np.ndarray | None = None,
-    batch_size: int = 4096,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(rows, values)`` with ``values`` of shape ``(len(rows), n_features_wanted)`` in float64.
-
-    ``"normed_l2"`` is always the share of the cell's total over *all* the
-    model's features, also when only some features are wanted.
-    """
-    if component == "normed_l2" and feature_idx is not None:
-        for rows, contrib in view.iter_contributions(adata, obs_idx, batch_size=batch_size):
-            mag = np.sqrt((contrib.astype(np.float64) ** 2).sum(axis=1))
-            total = mag.sum(axis=1, keepdims=True)
-            total[total == 0] = 1.0
-            yield rows, mag[:, feature_idx] / total
-        return
-    for rows, contrib in view.iter_contributions(adata, obs_idx, feature_idx, batch_size=batch_size):
-        contrib = contrib.astype(np.float64)
-        if component == "l2":
-            yield rows, np.sqrt((contrib**2).sum(axis=1))
-        elif component == "normed_l2":
-            mag = np.sqrt((contrib**2).sum(axis=1))
-            total = mag.sum(axis=1, keepdims=True)
-            total[total == 0] = 1.0
-            yield rows, mag / total
-        else:
-            yield rows, contrib[:, int(component), :]
-
-
-def component_values(
-    adata: AnnData,
-    view: ModelView,
-    component: Component,
+    reduction: Reduction,
     feature_idx: np.ndarray | None = None,
     obs_idx: np.ndarray | None = None,
     batch_size: int = 4096,
 ) -> np.ndarray:
-    """Per-cell values of ``component`` for some features, ``(n_cells, n_features)``."""
+    """Per-cell values of ``reduction`` for some features, ``(n_cells, n_features)`` in float64."""
     obs_idx = np.arange(adata.n_obs) if obs_idx is None else obs_idx
     n_feat = len(view.feature_names) if feature_idx is None else len(feature_idx)
     out = np.empty((len(obs_idx), n_feat))
     pos = 0
-    for rows, values in iter_component(adata, view, obs_idx, component, feature_idx, batch_size):
+    for rows, values in view.iter_reduced(adata, obs_idx, reduction, feature_idx, batch_size):
         out[pos : pos + len(rows)] = values
         pos += len(rows)
     return out
-
-
-def selection(
-    adata: AnnData,
-    obs=None,
-    groupby: str | None = None,
-    group: str | Sequence[str] | None = None,
-) -> tuple[np.ndarray, str]:
-    """Integer rows of a cell selection and a short description of it."""
-    if (groupby is None) != (group is None):
-        raise ValueError("Pass groupby and group together (e.g. groupby='bulk_labels', group='CD14+ Monocyte').")
-    rows = select_obs(adata, obs)
-    parts = [] if obs is None else ["selected cells"]
-    if groupby is not None:
-        if groupby not in adata.obs.columns:
-            raise missing_key_error("obs column", groupby, adata.obs.columns)
-        wanted = [group] if isinstance(group, str) else [str(g) for g in group]
-        labels = adata.obs[groupby].astype(str)
-        present = set(labels.unique())
-        unknown = [g for g in wanted if g not in present]
-        if unknown:
-            raise KeyError(f"Groups {unknown} not in obs[{groupby!r}]; it has {sorted(present)}.")
-        in_group = np.flatnonzero(labels.isin(wanted).to_numpy())
-        rows = np.intersect1d(rows, in_group) if obs is not None else in_group
-        parts.append(f"{groupby} = {', '.join(wanted)}")
-    if len(rows) == 0:
-        raise ValueError("The selection contains no cells.")
-    return rows, " & ".join(parts) if parts else "all cells"
 
 
 def group_colors(adata: AnnData, groupby: str) -> dict[str, str]:

@@ -8,10 +8,11 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ..get._contributions import measure_reconstruction
+from .._attribution import reduce_contributions
 from .._progress import progress_bar
+from .._registry import encode_record
 from .._validation import check_batch_size
-from ..get._model import model_view
+from .._view import model_view, reconstruction_error_of
 
 __all__ = ["contributions"]
 
@@ -23,10 +24,7 @@ def _top_k_layer(adata: AnnData, view, top_genes: int, jacobian: np.ndarray, bat
     indptr = np.arange(adata.n_obs + 1, dtype=np.int64) * k
     indices = np.empty(adata.n_obs * k, dtype=np.int64)
     data = np.empty(adata.n_obs * k, dtype=np.float32)
-    for rows, contrib in view.iter_contributions(
-        adata, np.arange(adata.n_obs), batch_size=batch_size, jacobian=jacobian
-    ):
-        mag = np.sqrt((contrib.astype(np.float64) ** 2).sum(axis=1))
+    for rows, mag in view.iter_reduced(adata, np.arange(adata.n_obs), "l2", batch_size=batch_size, jacobian=jacobian):
         top = np.argpartition(-mag, kth=k - 1, axis=1)[:, :k]
         top.sort(axis=1)
         span = slice(rows[0] * k, (rows[-1] + 1) * k)
@@ -106,19 +104,20 @@ def contributions(
             rows = slice(start, min(start + batch_size, n))
             jac[rows] = est.input_jacobian(view.matrix(adata, rows=rows), batch_size=batch_size)
             bar.update(rows.stop - rows.start)
-    error = measure_reconstruction(adata, view, jacobian=jac, batch_size=batch_size)
+    error = reconstruction_error_of(adata, view, jacobian=jac, batch_size=batch_size)
     layer = _top_k_layer(adata, view, top_genes, jac, batch_size) if top_genes is not None else None
 
+    stored = {"jacobian_key": view.jacobian_key, "dtype": str(jac.dtype)}
+    if layer is not None:
+        stored.update({"layer": f"{key}_l2", "top_genes": int(top_genes)})
+    record = view.record.replace(
+        reconstruction_error=error,
+        timings={**view.record.timings, "contributions": time.perf_counter() - started},
+        contributions=stored,
+    )
     target = adata.copy() if copy else adata
     target.obsm[view.jacobian_key] = jac
-    reg = dict(target.uns[key])
-    reg["reconstruction_error"] = error
-    reg["timings"] = {**dict(reg.get("timings", {})), "contributions": time.perf_counter() - started}
-    reg["contributions"] = {"jacobian_key": view.jacobian_key, "dtype": str(jac.dtype)}
     if layer is not None:
-        layer_key = f"{key}_l2"
-        target.layers[layer_key] = layer
-        reg["contributions"]["layer"] = layer_key
-        reg["contributions"]["top_genes"] = int(top_genes)
-    target.uns[key] = reg
+        target.layers[stored["layer"]] = layer
+    target.uns[key] = encode_record(record)
     return target if copy else None

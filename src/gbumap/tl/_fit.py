@@ -9,15 +9,11 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._anndata_input import InputSpec, feature_matrix, missing_key_error, resolve_input
-from .._registry import encode_model
-from .._validation import check_finite, looks_like_counts
+from .._anndata_input import choose_input
+from .._registry import ModelRecord, encode_record
+from .._validation import looks_like_counts
 
 __all__ = ["fit"]
-
-_VERIFY_CELLS = 2000
-_VERIFY_RTOL = 1e-3
-
 
 def _estimator_params(params: dict[str, Any]) -> dict[str, Any]:
     from .._estimator import GlassBoxUMAP
@@ -29,71 +25,6 @@ def _estimator_params(params: dict[str, Any]) -> dict[str, Any]:
             f"Unknown parameter(s) {', '.join(unknown)}. GlassBoxUMAP accepts: {', '.join(sorted(valid))}."
         )
     return params
-
-
-def _neighbors_graph(adata: AnnData, neighbors_key: str, rep: str, n_pcs: int | None) -> tuple[sp.csr_matrix, dict]:
-    """The connectivities of a ``sc.pp.neighbors`` result, after checking its representation."""
-    if neighbors_key not in adata.uns:
-        found = [k for k, v in adata.uns.items() if isinstance(v, dict) and "connectivities_key" in v]
-        raise missing_key_error("neighbors_key (uns)", neighbors_key, found)
-    info = adata.uns[neighbors_key]
-    conn_key = str(info.get("connectivities_key", "connectivities"))
-    if conn_key not in adata.obsp:
-        raise missing_key_error("obsp", conn_key, adata.obsp.keys())
-    params = info.get("params", {})
-    their_rep = params.get("use_rep")
-    if their_rep is None:
-        their_rep = "X_pca" if ("X_pca" in adata.obsm and adata.n_vars > 50) else "X"
-    if str(their_rep) != rep:
-        raise ValueError(
-            f"uns[{neighbors_key!r}] was computed on {their_rep!r} but this model trains on {rep!r}; the graph "
-            f"would not describe the model's input. Pass use_rep={str(their_rep)!r} (for 'X_pca', gene-level "
-            "contributions are recovered from varm['PCs']), or drop neighbors_key to build a new graph."
-        )
-    their_pcs = params.get("n_pcs")
-    if their_pcs is not None and n_pcs is not None and int(their_pcs) != int(n_pcs):
-        raise ValueError(
-            f"uns[{neighbors_key!r}] used n_pcs={int(their_pcs)} but n_pcs={n_pcs} was requested; use the same number."
-        )
-    graph = sp.csr_matrix(adata.obsp[conn_key], dtype=np.float32)
-    return graph, {"neighbors_key": neighbors_key, "connectivities_key": conn_key, "representation": str(their_rep)}
-
-
-def _scanpy_loadings(adata: AnnData, use_rep: str, n_cols: int) -> tuple[np.ndarray, np.ndarray] | str:
-    """Gene indices and loadings that reproduce ``obsm[use_rep]`` from ``X``, or why not.
-
-    scanpy stores PCA loadings in ``varm["PCs"]`` (zeros or NaN for genes
-    left out by the HVG mask). The projection is trusted only when
-    ``(X - mean) @ PCs`` reproduces the stored scores on real cells.
-    """
-    if use_rep != "X_pca":
-        return f"obsm[{use_rep!r}] is not scanpy's PCA"
-    if "PCs" not in adata.varm:
-        return "varm['PCs'] is missing"
-    loadings = np.asarray(adata.varm["PCs"], dtype=np.float64)[:, :n_cols]
-    if loadings.shape[1] != n_cols:
-        return f"varm['PCs'] has {loadings.shape[1]} columns, fewer than the {n_cols} used"
-    finite = np.isfinite(loadings).all(axis=1)
-    genes = np.flatnonzero(finite & (np.abs(np.nan_to_num(loadings)).sum(axis=1) > 0))
-    if len(genes) == 0:
-        return "varm['PCs'] has no usable loadings"
-    if adata.X is None:
-        return "adata.X is missing"
-    X = adata.X[:, genes]
-    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
-    rng = np.random.default_rng(0)
-    cells = np.sort(rng.choice(adata.n_obs, size=min(_VERIFY_CELLS, adata.n_obs), replace=False))
-    block = X[cells]
-    block = block.toarray() if sp.issparse(block) else np.asarray(block)
-    proj = (block.astype(np.float64) - mean) @ loadings[genes]
-    stored = np.asarray(adata.obsm[use_rep], dtype=np.float64)[cells, :n_cols]
-    err = float(np.abs(proj - stored).max()) / (float(np.abs(stored).max()) or 1.0)
-    if not err <= _VERIFY_RTOL:
-        return (
-            f"(X - mean) @ varm['PCs'] differs from obsm['X_pca'] by a relative {err:.2g} "
-            "(X changed after sc.pp.pca, or PCA ran on another layer)"
-        )
-    return genes, loadings[genes].T
 
 
 def fit(
@@ -226,84 +157,39 @@ def _fit(
     from .._estimator import GlassBoxUMAP
 
     params = _estimator_params(params)
-    spec, mask = resolve_input(adata, layer=layer, use_rep=use_rep, mask_var=mask_var)
-    if n_pcs is not None and (isinstance(n_pcs, bool) or int(n_pcs) < 0):
-        raise ValueError(f"n_pcs must be a non-negative integer or None; got {n_pcs!r}.")
-
-    components = None
-    attribution = "genes"
-    projection_source = "none"
-    if use_rep is not None:
-        rep = np.asarray(adata.obsm[use_rep])
-        if rep.ndim != 2:
-            raise ValueError(f"obsm[{use_rep!r}] must be 2-D; got shape {rep.shape}.")
-        check_finite(rep, name=f"obsm[{use_rep!r}]")  # before any warning about the representation
-        n_cols = rep.shape[1] if not n_pcs else min(int(n_pcs), rep.shape[1])
-        if "pca_components" in params and params["pca_components"] is not None:
-            raise ValueError("pca_components cannot be combined with use_rep; the representation is already reduced.")
-        found = _scanpy_loadings(adata, use_rep, n_cols)
-        if isinstance(found, str):
-            warnings.warn(
-                f"Contributions will be per column of obsm[{use_rep!r}], not per gene: {found}.",
-                UserWarning,
-                stacklevel=2,
-            )
-            matrix, names = feature_matrix(adata, spec)
-            matrix, names = matrix[:, :n_cols], names[:n_cols]
-            attribution = "representation"
-        else:
-            genes, components = found
-            names = adata.var_names.to_numpy().astype(str)[genes]
-            gene_spec = InputSpec()
-            matrix, names = feature_matrix(adata, gene_spec, names)
-            spec = InputSpec(use_rep=None)
-            projection_source = f"scanpy:{use_rep}"
-        rep_name = use_rep
+    choice = choose_input(
+        adata, use_rep=use_rep, layer=layer, mask_var=mask_var, n_pcs=n_pcs, neighbors_key=neighbors_key, params=params
+    )
+    if choice.attribution == "representation":
+        warnings.warn(
+            f"Contributions will be per column of obsm[{use_rep!r}], not per gene: {choice.why_not_genes}.",
+            UserWarning,
+            stacklevel=3,
+        )
     else:
-        matrix, names = feature_matrix(adata, spec)
-        if mask is not None:
-            matrix, names = matrix[:, np.flatnonzero(mask)], names[mask]
-        if "pca_components" not in params:
-            if n_pcs is None:
-                params["pca_components"] = 50 if matrix.shape[1] > 50 and matrix.shape[0] > 50 else None
-            else:
-                params["pca_components"] = int(n_pcs) or None
-        if params.get("pca_components") is not None:
-            projection_source = "gbumap_pca"
-        rep_name = "X" if layer is None else f"layer:{layer}"
-
-    if attribution == "genes":
-        top = looks_like_counts(matrix)
+        top = looks_like_counts(choice.matrix)
         if top is not None:
             warnings.warn(
-                f"The input ({spec.description}) looks like raw counts: the sampled values are all integers, "
+                f"The input ({choice.spec.description}) looks like raw counts: the sampled values are all integers, "
                 f"up to {top:g}. gbumap expects log-normalised expression; run sc.pp.normalize_total(adata) "
                 "and sc.pp.log1p(adata) first, or pass layer= with normalised values.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
 
-    graph = None
-    neighbors_info = {"source": "gbumap"}
-    if neighbors_key is not None:
-        graph, neighbors_info = _neighbors_graph(adata, neighbors_key, rep_name, n_pcs)
-        neighbors_info["source"] = "scanpy"
-
-    est = GlassBoxUMAP(random_state=random_state, verbose=verbose, **params)
-    est.fit(matrix, graph=graph, components=components)
-    error = est.reconstruction_error(matrix) if measure_error else None
-
-    registry = encode_model(est)
-    registry["input"] = spec.to_dict()
-    registry["feature_names"] = np.asarray(names, dtype=str)
-    registry["attribution"] = attribution
-    registry["projection"]["source"] = projection_source
-    registry["neighbors"] = neighbors_info
-    if error is not None:
-        registry["reconstruction_error"] = error
-    registry["timings"] = {k: float(v) for k, v in est.timings_.items()}
-
+    est = GlassBoxUMAP(random_state=random_state, verbose=verbose, **choice.params)
+    est.fit(choice.matrix, graph=choice.graph, components=choice.components)
+    record = ModelRecord(
+        model=est,
+        feature_names=choice.feature_names,
+        input=choice.spec,
+        attribution=choice.attribution,
+        projection_source=choice.projection_source,
+        neighbors=choice.neighbors,
+        timings=dict(est.timings_),
+        reconstruction_error=est.reconstruction_error(choice.matrix) if measure_error else None,
+    )
     target = adata.copy() if copy else adata
     target.obsm[f"X_{key_added}"] = est.embedding_.astype(np.float32)
-    target.uns[key_added] = registry
+    target.uns[key_added] = encode_record(record)
     return target if copy else None

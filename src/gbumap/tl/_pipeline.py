@@ -6,6 +6,7 @@ from typing import Any
 
 from anndata import AnnData
 
+from .._anndata_input import sharing_arrays
 from ._contributions import contributions
 from ._fit import _fit
 from ._rank import check_groupby, rank_features
@@ -71,7 +72,7 @@ def glassbox_umap(
     random_state = fit_params.pop("random_state", 0)
     # results are written into a scratch object first, so Ctrl-C or an error leaves adata as it was
     scratch = not (copy or adata.isbacked or adata.is_view)
-    work = _shared_arrays(adata) if scratch else adata
+    work = sharing_arrays(adata) if scratch else adata
     # contributions() measures the reconstruction error from its Jacobians: skip fit's own pass
     fitted = _fit(
         work,
@@ -91,25 +92,6 @@ def glassbox_umap(
         return work
     _copy_results(work, adata, key_added)
     return None
-
-
-def _shared_arrays(adata: AnnData) -> AnnData:
-    """An AnnData with its own containers around ``adata``'s arrays.
-
-    New keys written into it do not reach ``adata``, and nothing is copied
-    (a deep copy would hold a second ``X`` in memory). gbumap never writes
-    into existing arrays.
-    """
-    return AnnData(
-        X=adata.X,
-        obs=adata.obs,
-        var=adata.var,
-        uns=dict(adata.uns),
-        obsm=dict(adata.obsm),
-        varm=dict(adata.varm),
-        layers=dict(adata.layers),
-        obsp=dict(adata.obsp),
-    )
 
 
 def _copy_results(source: AnnData, target: AnnData, key: str) -> None:

@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._anndata_input import sharing_arrays
 from .._attribution import Reduction
-from ..get._model import model_view
+from .._registry import ModelRecord, encode_record
+from .._view import model_view
 from ._rank import SCORES, check_groupby, rank_features
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,6 +43,13 @@ def _randomized(module: torch.nn.Module, method: str, seed: int) -> torch.nn.Mod
             for lin in out.linears:
                 torch.nn.init.kaiming_normal_(lin.weight, a=out.negative_slope, nonlinearity="leaky_relu")
     return out
+
+
+def randomized_registry(record: ModelRecord, method: str, seed: int) -> dict:
+    """``uns`` registry of ``record``'s model with a randomised encoder, everything else unchanged."""
+    model = copy_module.copy(record.model)  # shares the projection; gets its own encoder
+    model.encoder_ = _randomized(record.model.encoder_, method, seed)
+    return encode_record(record.replace(model=model))
 
 
 def _group_values(result, genes: np.ndarray, field: str) -> np.ndarray:
@@ -132,8 +141,6 @@ def randomization_check(
     """
     from scipy.stats import spearmanr
 
-    from .._registry import encode_weights
-
     check_groupby(adata, groupby)
     if isinstance(n_randomizations, bool) or int(n_randomizations) < 1:
         raise ValueError(f"n_randomizations must be a positive integer; got {n_randomizations!r}.")
@@ -148,8 +155,7 @@ def randomization_check(
     n_top = min(int(n_top), len(genes))
 
     # work on a shell sharing adata's arrays: adata itself is written only at the end
-    shell = AnnData(X=adata.X, obs=adata.obs[[groupby]].copy(), var=adata.var[[]].copy(),
-                    obsm=dict(adata.obsm), layers=dict(adata.layers), uns={key: adata.uns[key]})
+    shell = sharing_arrays(adata, obs_columns=[groupby], uns_keys=[key])
     rank_features(shell, groupby, key=key, score=score, reduction=reduction, key_added="trained", batch_size=batch_size)
     trained = _group_values(shell.uns["trained"], genes, "scores")
     trained_mean = _group_values(shell.uns["trained"], genes, "mean_contribution")
@@ -158,10 +164,8 @@ def randomization_check(
 
     overlaps, correlations = [], []
     for r in range(int(n_randomizations)):
-        module = _randomized(view.estimator.encoder_, method, int(random_state) + r)
-        registry = dict(view.registry)
-        registry["encoder"] = {**dict(view.registry["encoder"]), "state": encode_weights(module)}
-        shell.uns[_SCRATCH_KEY] = registry  # no stored Jacobians under this key: computed from the model
+        # no stored Jacobians under this key: the contributions are computed from the randomised model
+        shell.uns[_SCRATCH_KEY] = randomized_registry(view.record, method, int(random_state) + r)
         rank_features(shell, groupby, key=_SCRATCH_KEY, score=score, reduction=reduction, key_added="random",
                       batch_size=batch_size)
         random_scores = _group_values(shell.uns["random"], genes, "scores")

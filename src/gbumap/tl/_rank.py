@@ -13,7 +13,7 @@ from anndata import AnnData
 from .._anndata_input import missing_key_error
 from .._attribution import Reduction, reduce_contributions, reduction_label
 from .._validation import check_batch_size
-from ..get._model import model_view
+from .._view import model_view
 
 __all__ = ["rank_features", "SCORES", "score_label"]
 

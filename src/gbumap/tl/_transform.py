@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata_input import InputSpec, feature_matrix
-from .._registry import decode_model, registry_for
+from .._anndata_input import feature_matrix
+from .._registry import decode_record, encode_record, read_record
 from .._validation import check_batch_size
 
 __all__ = ["transform"]
@@ -73,15 +73,8 @@ def transform(
     if adata.n_obs == 0:
         raise ValueError(f"The query AnnData is empty ({adata.n_obs} cells × {adata.n_vars} genes).")
     batch_size = check_batch_size(batch_size)
-    if isinstance(reference, AnnData):
-        reg = registry_for(reference, key)
-    else:
-        reg = reference
-    model = decode_model(reg)
-    if "feature_names" not in reg:
-        raise ValueError("The model registry has no feature names; refit it with gbumap.tl.fit.")
-    names = np.asarray(reg["feature_names"]).astype(str)
-    spec = InputSpec.from_dict(reg["input"]) if "input" in reg else InputSpec()
+    record = read_record(reference, key) if isinstance(reference, AnnData) else decode_record(reference)
+    model, names, spec = record.model, record.feature_names, record.input
     missing = np.array([], dtype=str)
     fill = None
     if spec.use_rep is None:
@@ -115,15 +108,16 @@ def transform(
             jac[rows] = model.input_jacobian(X, batch_size=batch_size)
 
     key_added = key if key_added is None else key_added
-    new_reg = {k: v for k, v in reg.items() if k != "contributions"}
-    new_reg["query"] = {"n_missing_genes": int(len(missing)), "fill_missing": str(fill_missing)}
+    query = {"n_missing_genes": int(len(missing)), "fill_missing": str(fill_missing)}
     if fill:
-        new_reg["query"]["missing_genes"] = np.asarray(list(fill), dtype=str)
-        new_reg["query"]["fill_values"] = np.asarray(list(fill.values()), dtype=np.float64)
+        query["missing_genes"] = np.asarray(list(fill), dtype=str)
+        query["fill_values"] = np.asarray(list(fill.values()), dtype=np.float64)
+    stored = None if jac is None else {"jacobian_key": f"{key_added}_jacobian", "dtype": str(jac.dtype)}
+    # the reference's reconstruction error does not describe the query: it is measured on demand
+    query_record = record.replace(query=query, contributions=stored, reconstruction_error=None)
     target = adata.copy() if copy else adata
     target.obsm[f"X_{key_added}"] = embedding
     if jac is not None:
         target.obsm[f"{key_added}_jacobian"] = jac
-        new_reg["contributions"] = {"jacobian_key": f"{key_added}_jacobian", "dtype": str(jac.dtype)}
-    target.uns[key_added] = new_reg
+    target.uns[key_added] = encode_record(query_record)
     return target if copy else None

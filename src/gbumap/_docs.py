@@ -1,4 +1,4 @@
-"""Parameter descriptions shared by the plotting docstrings (as scanpy's ``_doc_params``)."""
+"""Parameter descriptions shared by docstrings of ``get`` and ``pl`` (as scanpy's ``_doc_params``)."""
 
 from __future__ import annotations
 

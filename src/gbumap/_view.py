@@ -1,0 +1,162 @@
+"""The AnnData view of a stored model: where its input and Jacobians live, and its contributions.
+
+``tl``, ``get`` and ``pl`` all read models through :func:`model_view`; the
+model record itself (what ``uns[key]`` holds) belongs to
+:mod:`gbumap._registry`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ._anndata_input import InputSpec, feature_matrix
+from ._attribution import Reduction, contributions_from_jacobian, reconstruction_gap, reduce_contributions
+from ._registry import ModelRecord, read_record
+from ._validation import Matrix, check_batch_size
+
+__all__ = ["ModelView", "model_view", "reconstruction_error_of"]
+
+
+@dataclass
+class ModelView:
+    """A model record together with the AnnData key it lives under."""
+
+    key: str
+    record: ModelRecord
+
+    @property
+    def estimator(self):
+        return self.record.model
+
+    @property
+    def spec(self) -> InputSpec:
+        return self.record.input
+
+    @property
+    def feature_names(self) -> np.ndarray:
+        return self.record.feature_names
+
+    @property
+    def gene_level(self) -> bool:
+        return self.record.gene_level
+
+    @property
+    def jacobian_key(self) -> str:
+        return f"{self.key}_jacobian"
+
+    @property
+    def embedding_key(self) -> str:
+        return f"X_{self.key}"
+
+    def matrix(self, adata: AnnData, features: np.ndarray | None = None, rows=None) -> Matrix:
+        """The model's input for ``rows`` (all cells by default), its features in the model's order."""
+        wanted = self.feature_names if features is None else features
+        mat, _ = feature_matrix(adata, self.spec, wanted, fill=self.record.fill, rows=rows)
+        return mat
+
+    def feature_indices(self, genes: str | Sequence[str] | None) -> np.ndarray | None:
+        """Positions of ``genes`` among the model's features (``None`` for all); unknown names raise."""
+        if genes is None:
+            return None
+        wanted = np.asarray([genes] if isinstance(genes, str) else list(genes)).astype(str)
+        idx = pd.Index(self.feature_names).get_indexer(wanted)
+        if (idx < 0).any():
+            missing = wanted[idx < 0]
+            raise KeyError(
+                f"Not among the model's {len(self.feature_names)} features: {', '.join(missing[:20])}"
+                f"{' …' if len(missing) > 20 else ''}. Only genes the model was trained on have contributions."
+            )
+        return idx
+
+    def iter_contributions(
+        self,
+        adata: AnnData,
+        obs_idx: np.ndarray,
+        feature_idx: np.ndarray | None = None,
+        batch_size: int = 4096,
+        jacobian: np.ndarray | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(rows, C)`` with exact ``(len(rows), n_components, n_features)`` contributions.
+
+        Uses ``jacobian`` when given (all cells), else the Jacobians stored in
+        ``obsm`` (lossless), else computes them from the model. The input is
+        read one batch of rows at a time, so memory stays bounded by
+        ``batch_size`` whatever the number of cells.
+        """
+        batch_size = check_batch_size(batch_size)
+        est = self.estimator
+        comps = est.components_
+        baseline = est.baseline_
+        if feature_idx is not None:
+            comps = None if comps is None else comps[:, feature_idx]
+            baseline = baseline[feature_idx]
+        stored = jacobian
+        expected = (adata.n_obs, est.n_components, est.n_inputs_)
+        if stored is None and self.jacobian_key in adata.obsm:
+            stored = adata.obsm[self.jacobian_key]
+        if stored is not None and tuple(stored.shape) != expected:
+            raise ValueError(
+                f"obsm[{self.jacobian_key!r}] has shape {tuple(stored.shape)}, expected {expected}; "
+                f"rerun gbumap.tl.contributions(adata, key={self.key!r})."
+            )
+        for start in range(0, len(obs_idx), batch_size):
+            rows = obs_idx[start : start + batch_size]
+            block = self.matrix(adata, rows=rows)
+            if stored is not None:
+                jac = np.asarray(stored[rows])
+            else:
+                jac = est.input_jacobian(block)
+            if feature_idx is not None:
+                block = block[:, feature_idx]
+                if comps is None:  # no PCA: the Jacobian is per feature, so subset it too
+                    jac = jac[:, :, feature_idx]
+            dense = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
+            offset = (dense.astype(np.float64) - baseline).astype(jac.dtype)
+            yield rows, contributions_from_jacobian(jac, offset, comps, est.homogeneity_degree_)
+
+    def iter_reduced(
+        self,
+        adata: AnnData,
+        obs_idx: np.ndarray,
+        reduction: Reduction,
+        feature_idx: np.ndarray | None = None,
+        batch_size: int = 4096,
+        jacobian: np.ndarray | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(rows, values)``: contributions collapsed by ``reduction``, for the features wanted.
+
+        ``"normed_l2"`` is always the share of the cell's total over *all* the
+        model's features, also when only some features are wanted.
+        """
+        whole = reduction == "normed_l2" and feature_idx is not None
+        source = None if whole else feature_idx
+        for rows, contrib in self.iter_contributions(adata, obs_idx, source, batch_size, jacobian):
+            values = reduce_contributions(contrib, reduction)
+            yield rows, values[..., feature_idx] if whole else values
+
+
+def model_view(adata: AnnData, key: str = "gbumap") -> ModelView:
+    """The view of the model stored under ``key`` (validated; nothing is unpickled)."""
+    return ModelView(key=key, record=read_record(adata, key))
+
+
+def reconstruction_error_of(
+    adata: AnnData, view: ModelView, *, jacobian: np.ndarray | None = None, batch_size: int = 4096
+) -> dict[str, float]:
+    """``max |Σ_g C − Z|`` over cells and axes, absolute and relative to ``max |Z|``, for ``obsm["X_<key>"]``."""
+    if view.embedding_key not in adata.obsm:
+        raise KeyError(
+            f"obsm[{view.embedding_key!r}] not found; run gbumap.tl.fit(adata, key_added={view.key!r})."
+        )
+    emb = np.asarray(adata.obsm[view.embedding_key], dtype=np.float64)
+    worst = 0.0
+    rows_all = np.arange(adata.n_obs)
+    for rows, contrib in view.iter_contributions(adata, rows_all, batch_size=batch_size, jacobian=jacobian):
+        worst = max(worst, reconstruction_gap(contrib, emb[rows]))
+    scale = float(np.abs(emb).max()) or 1.0
+    return {"max_abs": worst, "max_rel": worst / scale}
