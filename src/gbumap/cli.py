@@ -16,15 +16,16 @@ def _stored_reduction(params) -> str | int:
 
 
 def _summary(adata, key: str, groupby: str | None, n_top: int = 5) -> str:
-    import scanpy as sc
+    from ._registry import read_record
+    from .get import rank_features_df
 
-    reg = adata.uns[key]
-    err = reg["reconstruction_error"]
+    record = read_record(adata, key)
+    info = record.model.training_info_
     lines = [
-        f"cells × genes: {adata.n_obs} × {adata.n_vars}; model features: {len(reg['feature_names'])}",
-        f"training: {int(reg['training']['n_steps'])} steps in {float(reg['training']['seconds']):.1f} s "
-        f"on {reg['training']['device']}",
-        f"reconstruction error (max |Σ contributions − embedding| / max |embedding|): {float(err['max_rel']):.2e}",
+        f"cells × genes: {adata.n_obs} × {adata.n_vars}; model features: {len(record.feature_names)}",
+        f"training: {int(info['n_steps'])} steps in {float(info['seconds']):.1f} s on {info['device']}",
+        "reconstruction error (max |Σ contributions − embedding| / max |embedding|): "
+        f"{float(record.reconstruction_error['max_rel']):.2e}",
     ]
     rank_key = f"rank_features_{key}"
     if groupby is not None and rank_key in adata.uns:
@@ -34,8 +35,8 @@ def _summary(adata, key: str, groupby: str | None, n_top: int = 5) -> str:
         label = score_label(str(params.get("score", "logfc")), _stored_reduction(params), key)
         lines.append(f"top genes per {groupby} (ranked by {label}):")
         for group in adata.uns[rank_key]["names"].dtype.names:
-            df = sc.get.rank_genes_groups_df(adata, group, key=rank_key).head(n_top)
-            lines.append(f"  {group}: {', '.join(df['names'].astype(str))}")
+            top = rank_features_df(adata, group, key=rank_key)["names"].head(n_top)
+            lines.append(f"  {group}: {', '.join(top)}")
     return "\n".join(lines)
 
 
