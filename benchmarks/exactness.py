@@ -1,6 +1,6 @@
 """How exactly the contributions add up to the embedding, over the model's options.
 
-    python benchmarks/exactness.py          # about 2 minutes on 2 cores
+    python benchmarks/exactness.py          # about 25 minutes on 2 cores (float64 fits dominate)
 
 Fits ``GlassBoxUMAP`` (default training length) on scanpy's bundled
 ``pbmc68k_reduced`` (its log-normalised ``raw``), scikit-learn's digits and

@@ -1,6 +1,6 @@
 """Mutation check of the test suite: does it notice deliberate bugs?
 
-    python benchmarks/mutants.py                 # every mutant (about 20-30 minutes on 2 cores)
+    python benchmarks/mutants.py                 # every mutant (about 10 minutes on 2 cores)
     python benchmarks/mutants.py --only rank     # those whose name contains "rank"
     python benchmarks/mutants.py --check         # only verify that every mutant still applies
 

@@ -13,6 +13,8 @@ from gbumap import GlassBoxUMAP
 from gbumap._registry import RegistryError
 from gbumap.cli import main
 
+from _bilinear import Bilinear
+
 
 def _full_map(model: GlassBoxUMAP, divisor: torch.Tensor | None = None):
     """x ↦ f(ẑ) in torch float64; ``divisor`` holds the input scaling's s constant (else it follows x)."""
@@ -92,19 +94,6 @@ def test_deeplift_rescale_equals_contributions(digits64):
     deeplift = (m * enc.input_scale * z[:, None, :]).detach().numpy()
     contrib = model.compute_contributions(cells)
     assert np.abs(deeplift - contrib).max() / np.abs(contrib).max() < 1e-12
-
-
-class Bilinear(nn.Module):
-    """Degree 2: y = W_p((W_l z) ⊙ (W_r z))."""
-
-    def __init__(self, n_in: int, width: int = 16) -> None:
-        super().__init__()
-        self.left = nn.Linear(n_in, width, bias=False)
-        self.right = nn.Linear(n_in, width, bias=False)
-        self.proj = nn.Linear(width, 2, bias=False)
-
-    def forward(self, z):
-        return self.proj(self.left(z) * self.right(z))
 
 
 @pytest.mark.parametrize("input_norm", ["none", "soft"])

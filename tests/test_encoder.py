@@ -10,6 +10,8 @@ from torch import nn
 from gbumap import GlassBoxUMAP
 from gbumap._encoder import HomogeneousMLP, NotHomogeneousError, _autograd_jacobian, check_homogeneous
 
+from _bilinear import Bilinear
+
 
 @pytest.mark.parametrize("activation", ["leaky_relu", "prelu", "relu"])
 def test_masked_product_jacobian_matches_autograd(activation):
@@ -60,19 +62,6 @@ def test_custom_homogeneous_encoder_is_accepted_and_exact(wine_std):
     assert np.abs(contrib.sum(-1) - emb).max() / np.abs(emb).max() < 1e-5
     # the user's module is not trained in place
     assert model.encoder_ is not module
-
-
-class Bilinear(nn.Module):
-    """Degree-2 homogeneous: y = W_p((W_l z) * (W_r z))."""
-
-    def __init__(self, n_in: int, width: int = 16) -> None:
-        super().__init__()
-        self.left = nn.Linear(n_in, width, bias=False)
-        self.right = nn.Linear(n_in, width, bias=False)
-        self.proj = nn.Linear(width, 2, bias=False)
-
-    def forward(self, z):
-        return self.proj(self.left(z) * self.right(z))
 
 
 def test_degree_two_encoder(wine_std):
