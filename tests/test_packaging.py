@@ -61,3 +61,19 @@ def test_scanpy_neighbors_above_4k_cells():
     sc.pp.neighbors(adata, use_rep="X", n_neighbors=15)
     assert adata.obsp["connectivities"].shape == (4500, 4500)
     assert adata.obsp["connectivities"].nnz > 4500 * 10
+
+
+def test_every_public_function_is_on_the_api_page():
+    import gbumap
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    listed = {line.strip() for line in page.splitlines() if line.startswith("   ")}
+    missing = [
+        f"{module}.{name}"
+        for module in ("tl", "get", "pl")
+        for name in getattr(gbumap, module).__all__
+        if f"{module}.{name}" not in listed
+    ]
+    # deprecated aliases of get functions stay off the page
+    missing = [name for name in missing if name not in ("pl.mean_contributions", "pl.top_feature_groups")]
+    assert not missing, f"public functions missing from docs/api.md: {missing}"
