@@ -14,6 +14,8 @@ __all__ = ["rank_features_df", "RANK_FIELDS", "GROUP_FIELDS"]
 RANK_FIELDS = ("names", "scores", "logfoldchanges", "pvals", "pvals_adj")
 #: Further rank-ordered per-group fields written by ``tl.rank_features``.
 GROUP_FIELDS = ("pct_nz_group", "pct_nz_reference", "mean_contribution", "mean_expression")
+#: Rank-ordered per-group fields written by ``tl.contrast``.
+CONTRAST_FIELDS = ("share", "across")
 # Results written by gbumap 0.1 kept genes × groups DataFrames under these keys instead.
 _LEGACY_TABLES = {
     "pct_nz_group": "pts",
@@ -36,6 +38,8 @@ def rank_features_df(
     ``pct_nz_group`` and ``pct_nz_reference`` (fraction of the group's and of
     the other cells with the gene above 0), ``mean_contribution`` and
     ``mean_expression``, and ``group`` when several groups are asked for.
+    It also reads :func:`gbumap.tl.contrast` results (``key="contrast_<model
+    key>"``), whose ``share`` and ``across`` columns it adds.
 
     Parameters
     ----------
@@ -57,7 +61,10 @@ def rank_features_df(
     if key not in adata.uns:
         found = [k for k, v in adata.uns.items() if isinstance(v, Mapping) and "names" in v and "params" in v]
         shown = ", ".join(repr(k) for k in found) or "none"
-        raise KeyError(f"No ranking under uns[{key!r}]; run gbumap.tl.rank_features first. Rankings here: {shown}.")
+        raise KeyError(
+            f"No ranking under uns[{key!r}]; run gbumap.tl.rank_features (or tl.contrast) first. "
+            f"Rankings here: {shown}."
+        )
     result = adata.uns[key]
     available = list(result["names"].dtype.names)
     groups = available if group is None else ([group] if isinstance(group, str) else list(group))
@@ -76,6 +83,9 @@ def rank_features_df(
                 frame[field] = np.asarray(result[field][g])
             elif _LEGACY_TABLES[field] in result and isinstance(result[_LEGACY_TABLES[field]], pd.DataFrame):
                 frame[field] = result[_LEGACY_TABLES[field]][g].reindex(names).to_numpy()
+        for field in CONTRAST_FIELDS:
+            if field in result:
+                frame[field] = np.asarray(result[field][g])
         if len(groups) > 1:
             frame.insert(0, "group", g)
         frames.append(frame)
