@@ -19,11 +19,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-Component = Reduction  # the old name of the same argument
-
-__all__ = ["Component"]
-
-
 def resolve_reduction(reduction: Reduction, component: Reduction | None, n_axes: int, caller: str) -> Reduction:
     """The ``reduction`` to use, honouring the deprecated ``component=`` (same values) with a warning."""
     if component is not None:

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._anndata_input import missing_key_error
-from .._attribution import Reduction, reduce_contributions, reduction_label
+from .._attribution import Reduction, check_reduction, reduce_contributions, reduction_label
 from .._validation import check_batch_size
 from .._view import model_view
 
@@ -69,8 +69,8 @@ def check_groupby(adata: AnnData, groupby: str) -> None:
     if len(present) < 2:
         only = repr(str(present[0])) if len(present) else "no labelled cells"
         raise ValueError(
-            f"obs[{groupby!r}] has a single group among its cells ({only}); rank_features compares each "
-            "group with the rest, so it needs at least two groups."
+            f"obs[{groupby!r}] has a single group among its cells ({only}); groups are explained against "
+            "each other, so it needs at least two groups."
         )
 
 
@@ -207,10 +207,7 @@ def rank_features(
     if (sizes < 2).any():
         small = [g for g, s in zip(groups, sizes) if s < 2]
         raise ValueError(f"Groups {small} have fewer than 2 cells; ranking needs at least 2 per group.")
-    if isinstance(reduction, str) and reduction not in ("l2", "normed_l2"):
-        raise ValueError(f"reduction must be 'l2', 'normed_l2' or an axis index; got {reduction!r}.")
-    if reduction is None:
-        raise ValueError("rank_features needs a reduction: 'l2', 'normed_l2' or an axis index.")
+    reduction = check_reduction(reduction, view.estimator.n_components)
     if score not in SCORES:
         raise ValueError(f"score must be one of {', '.join(map(repr, SCORES))}; got {score!r}.")
 
