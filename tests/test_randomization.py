@@ -84,6 +84,17 @@ def test_randomized_networks_keep_the_architecture_and_change_the_weights(simula
             np.testing.assert_array_equal(np.sort(a.detach().ravel()), np.sort(b.detach().ravel()))
 
 
+def test_randomizing_leaves_the_callers_random_state_alone(simulated):
+    import torch
+
+    module = gbumap.get.model(simulated).encoder_
+    before = torch.get_rng_state()
+    first = _randomization._randomized(module, "reinit", 3)
+    assert torch.equal(torch.get_rng_state(), before)
+    again = _randomization._randomized(module, "reinit", 3)  # seeded: the same weights every time
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters()))
+
+
 def test_randomization_check_round_trips_and_refuses_bad_input(simulated, tmp_path):
     import anndata as ad
 

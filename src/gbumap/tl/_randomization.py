@@ -35,13 +35,15 @@ def _randomized(module: torch.nn.Module, method: str, seed: int) -> torch.nn.Mod
                 flat = param.reshape(-1)
                 param.copy_(flat[torch.randperm(flat.numel(), generator=generator)].reshape(param.shape))
             return out
-        torch.manual_seed(seed)
-        reset = [m for m in out.modules() if hasattr(m, "reset_parameters")]
-        for m in reset:
-            m.reset_parameters()
-        if hasattr(out, "linears"):  # gbumap's encoder: the initialisation it was trained from
-            for lin in out.linears:
-                torch.nn.init.kaiming_normal_(lin.weight, a=out.negative_slope, nonlinearity="leaky_relu")
+        # reset_parameters draws from torch's global generator: seed it inside a fork so the
+        # caller's random state is left as it was
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for m in [m for m in out.modules() if hasattr(m, "reset_parameters")]:
+                m.reset_parameters()
+            if hasattr(out, "linears"):  # gbumap's encoder: the initialisation it was trained from
+                for lin in out.linears:
+                    torch.nn.init.kaiming_normal_(lin.weight, a=out.negative_slope, nonlinearity="leaky_relu")
     return out
 
 
