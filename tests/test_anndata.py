@@ -69,6 +69,18 @@ def test_h5ad_round_trip_is_exact(pbmc_fitted, tmp_path):
     np.testing.assert_allclose(after.compute_contributions(X[:50]), before.compute_contributions(X[:50]), atol=1e-6)
 
 
+def test_zarr_round_trip_keeps_a_usable_model(pbmc_fitted, tmp_path):
+    # zarr reads string arrays back as numpy's StringDType; the registry must still decode them
+    pbmc_fitted.write_zarr(tmp_path / "model.zarr")
+    back = ad.read_zarr(tmp_path / "model.zarr")
+    assert gbumap.get.reconstruction_error(back)["max_rel"] < 1e-5
+    np.testing.assert_allclose(
+        gbumap.get.contributions(back, obs=np.arange(30)),
+        gbumap.get.contributions(pbmc_fitted, obs=np.arange(30)),
+        atol=1e-6,
+    )
+
+
 def test_unknown_registry_version_is_refused(pbmc_fitted):
     pbmc_fitted.uns["gbumap"] = dict(pbmc_fitted.uns["gbumap"], format_version=99)
     with pytest.raises(ValueError, match="format 99"):

@@ -29,7 +29,7 @@ def _independent(adata, group, reference):
 @pytest.mark.parametrize("reference", ["rest", OTHER])
 def test_terms_sum_to_the_centroid_shift_and_match_numpy(pbmc_fitted, reference):
     adata = pbmc_fitted
-    gbumap.tl.contrast(adata, "bulk_labels", GROUP, reference=reference, batch_size=128)
+    gbumap.tl.contrast(adata, "bulk_labels", GROUP, reference=reference, score="total", batch_size=128)
     table = gbumap.get.rank_features_df(adata, GROUP, key="contrast_gbumap")
     result = adata.uns["contrast_gbumap"]
     terms, delta, along = _independent(adata, GROUP, reference)
@@ -48,7 +48,40 @@ def test_terms_sum_to_the_centroid_shift_and_match_numpy(pbmc_fitted, reference)
     assert (np.diff(table["scores"].to_numpy()) <= 0).all()
     across = np.linalg.norm(terms - np.outer(delta / length, along.to_numpy()), axis=0)
     expected_across = pd.Series(across, index=along.index).loc[table["names"]]
-    np.testing.assert_allclose(table.set_index("names")["across"], expected_across, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(table.set_index("names")["across"], expected_across, rtol=1e-6, atol=1e-7)  # numpy side: float32 contributions
+
+
+@pytest.mark.parametrize("reference", ["rest", OTHER])
+def test_difference_context_and_covariance_parts_split_each_term_exactly(pbmc_fitted, reference):
+    adata = pbmc_fitted
+    gbumap.tl.contrast(adata, "bulk_labels", GROUP, reference=reference, key_added="total", score="total")
+    gbumap.tl.contrast(adata, "bulk_labels", GROUP, reference=reference, key_added="expr")
+    total = gbumap.get.rank_features_df(adata, GROUP, key="total").set_index("names")
+    expr = gbumap.get.rank_features_df(adata, GROUP, key="expr").set_index("names")
+    assert adata.uns["expr"]["params"]["score"] == "difference"
+    # the default ranks by the difference part; the three parts add up to the whole term along the shift
+    np.testing.assert_allclose(expr["scores"], expr["difference_term"])
+    assert (np.diff(expr["scores"].to_numpy()) <= 0).all()
+    parts = expr[["difference_term", "context_term", "covariance_term"]].sum(axis=1).loc[total.index]
+    np.testing.assert_allclose(parts, total["scores"], rtol=1e-9, atol=1e-12)
+
+    # the difference and context parts from their definitions, with numpy, along the shift
+    model = gbumap.get.model(adata)
+    labels = adata.obs["bulk_labels"].astype(str).to_numpy()
+    inside = labels == GROUP
+    other = ~inside if reference == "rest" else labels == reference
+    jac = adata.obsm["gbumap_jacobian"].astype(np.float64)
+    X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+    loadings = model.components_.astype(np.float64)
+    midpoint = (X[inside].mean(0) + X[other].mean(0)) / 2
+    context = ((jac[inside].mean(0) - jac[other].mean(0)) @ loadings) * (midpoint - model.baseline_)
+    difference = ((jac[inside].mean(0) + jac[other].mean(0)) / 2 @ loadings) * (X[inside].mean(0) - X[other].mean(0))
+    emb = adata.obsm["X_gbumap"].astype(np.float64)
+    delta = emb[inside].mean(0) - emb[other].mean(0)
+    unit = delta / np.linalg.norm(delta)
+    for field, value in (("context_term", context), ("difference_term", difference)):
+        along = pd.Series(unit @ value, index=adata.var_names)
+        np.testing.assert_allclose(expr[field], along.loc[expr.index], rtol=1e-5, atol=1e-7)
 
 
 def test_batches_do_not_change_the_result(pbmc_fitted):

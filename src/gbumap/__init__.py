@@ -21,7 +21,17 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-__all__ = ["GlassBoxUMAP", "NotHomogeneousError", "RegistryError", "tl", "pl", "get", "datasets", "__version__"]
+__all__ = [
+    "GlassBoxUMAP",
+    "NotHomogeneousError",
+    "RegistryError",
+    "read_gmt",
+    "tl",
+    "pl",
+    "get",
+    "datasets",
+    "__version__",
+]
 
 _SUBMODULES = {"tl", "pl", "get", "datasets"}
 
@@ -29,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from . import datasets, get, pl, tl
     from ._encoder import NotHomogeneousError
     from ._estimator import GlassBoxUMAP
+    from ._gmt import read_gmt
     from ._registry import RegistryError
 
 
@@ -52,6 +63,11 @@ def __getattr__(name: str) -> Any:
 
         globals()[name] = RegistryError
         return RegistryError
+    if name == "read_gmt":
+        from ._gmt import read_gmt
+
+        globals()[name] = read_gmt
+        return read_gmt
     raise AttributeError(f"module 'gbumap' has no attribute {name!r}")
 
 

@@ -166,9 +166,11 @@ def _as_str(value: Any, name: str) -> str:
 
 def _strings(value: Any, name: str) -> np.ndarray:
     arr = np.asarray(value)
-    if arr.ndim != 1 or not all(isinstance(v, (str, np.str_)) for v in arr.tolist()):
+    items = arr.tolist()
+    if arr.ndim != 1 or not all(isinstance(v, (str, np.str_)) for v in items):
         raise RegistryError(f"Registry field {name!r} must be a 1-D array of strings.")
-    return arr.astype(str)
+    # from the items, not astype: zarr reads strings as numpy's StringDType, which astype(str) refuses
+    return np.array(items, dtype=str)
 
 
 def _field(reg: Mapping, name: str, where: str = "") -> Any:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from anndata import AnnData
 
 from ._anndata_input import InputSpec, feature_matrix
@@ -19,7 +20,29 @@ from ._attribution import Reduction, contributions_from_jacobian, reconstruction
 from ._registry import ModelRecord, read_record
 from ._validation import Matrix, check_batch_size
 
-__all__ = ["ModelView", "model_view", "reconstruction_error_of"]
+__all__ = ["GroupSums", "ModelView", "model_view", "reconstruction_error_of"]
+
+
+@dataclass
+class GroupSums:
+    """Sums over a set of cells: ``contributions`` ``(axes, features)``, ``jacobian`` (input space) and ``expression``."""
+
+    n_cells: int
+    contributions: np.ndarray
+    jacobian: np.ndarray
+    expression: np.ndarray
+
+    def __sub__(self, other: GroupSums) -> GroupSums:
+        return GroupSums(
+            self.n_cells - other.n_cells,
+            self.contributions - other.contributions,
+            self.jacobian - other.jacobian,
+            self.expression - other.expression,
+        )
+
+    def mean(self) -> GroupSums:
+        n = self.n_cells
+        return GroupSums(1, self.contributions / n, self.jacobian / n, self.expression / n)
 
 
 @dataclass
@@ -95,15 +118,7 @@ class ModelView:
         if feature_idx is not None:
             comps = None if comps is None else comps[:, feature_idx]
             baseline = baseline[feature_idx]
-        stored = jacobian
-        expected = (adata.n_obs, est.n_components, est.n_inputs_)
-        if stored is None and self.jacobian_key in adata.obsm:
-            stored = adata.obsm[self.jacobian_key]
-        if stored is not None and tuple(stored.shape) != expected:
-            raise ValueError(
-                f"obsm[{self.jacobian_key!r}] has shape {tuple(stored.shape)}, expected {expected}; "
-                f"rerun gbumap.tl.contributions(adata, key={self.key!r})."
-            )
+        stored = self._stored_jacobian(adata, jacobian)
         for start in range(0, len(obs_idx), batch_size):
             rows = obs_idx[start : start + batch_size]
             block = self.matrix(adata, rows=rows)
@@ -118,6 +133,80 @@ class ModelView:
             dense = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
             offset = (dense.astype(np.float64) - baseline).astype(jac.dtype)
             yield rows, contributions_from_jacobian(jac, offset, comps, est.homogeneity_degree_)
+
+    def group_sums(
+        self,
+        adata: AnnData,
+        obs_idx: np.ndarray,
+        batch_size: int = 4096,
+        jacobian: np.ndarray | None = None,
+    ) -> GroupSums:
+        """Sums over some cells of their contributions, Jacobians and input, in one pass (float64).
+
+        With PCA the contributions are summed before the loadings are applied,
+        ``Σ_i C[i, d, g] = Σ_k P[k, g] · Σ_i J[i, d, k] (x[i, g] − b[g]) / degree``:
+        one product of the input with the batch's Jacobians per batch instead
+        of every cell's ``(n_components, n_features)`` contributions; the same
+        exact sum, several times faster.
+        """
+        est = self.estimator
+        n_axes, n_features = est.n_components, len(self.feature_names)
+        contributions = np.zeros((n_axes, n_features))
+        jac_sum = np.zeros((n_axes, est.n_inputs_))
+        expression = np.zeros(n_features)
+        # without PCA: Σ_i J ⊙ (x − b) directly; with it, (features × axes·inputs): Σ_i (x[i] − b) ⊗ J[i]
+        folded = None if est.components_ is None else np.zeros((n_features, n_axes * est.n_inputs_))
+        for rows, block, jac in self._jacobian_batches(adata, obs_idx, batch_size, jacobian):
+            jac = jac.astype(np.float64)
+            jac_sum += jac.sum(axis=0)
+            expression += np.asarray(block.sum(axis=0)).ravel()
+            if folded is None:
+                dense = block.toarray() if sp.issparse(block) else block
+                contributions += np.einsum("ndg,ng->dg", jac, dense - est.baseline_)
+            else:
+                flat = jac.reshape(len(rows), -1)
+                folded += np.asarray(block.T @ flat) - np.outer(est.baseline_, flat.sum(axis=0))
+        if folded is not None:
+            loadings = est.components_.astype(np.float64)  # (inputs, features)
+            for d in range(n_axes):
+                contributions[d] = np.einsum("gk,kg->g", folded[:, d * est.n_inputs_ : (d + 1) * est.n_inputs_], loadings)
+        return GroupSums(len(obs_idx), contributions / est.homogeneity_degree_, jac_sum, expression)
+
+    def feature_jacobian(self, jacobian: np.ndarray) -> np.ndarray:
+        """An input-space Jacobian ``(n_components, n_inputs)`` mapped to the features (through the loadings)."""
+        comps = self.estimator.components_
+        return jacobian if comps is None else jacobian @ comps.astype(np.float64)
+
+    def _jacobian_batches(
+        self, adata: AnnData, obs_idx: np.ndarray, batch_size: int, jacobian: np.ndarray | None
+    ) -> Iterator[tuple[np.ndarray, Matrix, np.ndarray]]:
+        """Yield ``(rows, input block, Jacobians)``: stored ones when present, else computed."""
+        batch_size = check_batch_size(batch_size)
+        est = self.estimator
+        stored = self._stored_jacobian(adata, jacobian)
+        for start in range(0, len(obs_idx), batch_size):
+            rows = obs_idx[start : start + batch_size]
+            block = self.matrix(adata, rows=rows)
+            jac = np.asarray(stored[rows]) if stored is not None else est.input_jacobian(block)
+            if sp.issparse(block):
+                block = block.astype(np.float64)
+            else:
+                block = np.asarray(block, dtype=np.float64)
+            yield rows, block, jac
+
+    def _stored_jacobian(self, adata: AnnData, jacobian: np.ndarray | None) -> np.ndarray | None:
+        """The Jacobians to reuse (``jacobian``, else ``obsm``), checked against the model; ``None`` to compute."""
+        est = self.estimator
+        stored = jacobian
+        expected = (adata.n_obs, est.n_components, est.n_inputs_)
+        if stored is None and self.jacobian_key in adata.obsm:
+            stored = adata.obsm[self.jacobian_key]
+        if stored is not None and tuple(stored.shape) != expected:
+            raise ValueError(
+                f"obsm[{self.jacobian_key!r}] has shape {tuple(stored.shape)}, expected {expected}; "
+                f"rerun gbumap.tl.contributions(adata, key={self.key!r})."
+            )
+        return stored
 
     def iter_reduced(
         self,

@@ -15,7 +15,11 @@ RANK_FIELDS = ("names", "scores", "logfoldchanges", "pvals", "pvals_adj")
 #: Further rank-ordered per-group fields written by ``tl.rank_features``.
 GROUP_FIELDS = ("pct_nz_group", "pct_nz_reference", "mean_contribution", "mean_expression")
 #: Rank-ordered per-group fields written by ``tl.contrast``.
-CONTRAST_FIELDS = ("share", "across")
+CONTRAST_FIELDS = ("share", "across", "difference_term", "context_term", "covariance_term")
+#: Rank-ordered per-group fields written by ``tl.rank_knockouts``.
+KNOCKOUT_FIELDS = ("shift", "exact_scores", "exact_shift")
+#: Rank-ordered per-group fields written by ``tl.gene_set_contributions``.
+GENE_SET_FIELDS = ("overlap", "overlap_genes")
 # Results written by gbumap 0.1 kept genes × groups DataFrames under these keys instead.
 _LEGACY_TABLES = {
     "pct_nz_group": "pts",
@@ -39,7 +43,10 @@ def rank_features_df(
     the other cells with the gene above 0), ``mean_contribution`` and
     ``mean_expression``, and ``group`` when several groups are asked for.
     It also reads :func:`gbumap.tl.contrast` results (``key="contrast_<model
-    key>"``), whose ``share`` and ``across`` columns it adds.
+    key>"``: ``share``, ``across``, ``difference_term``, ``context_term``,
+    ``covariance_term``), :func:`gbumap.tl.rank_knockouts` results
+    (``shift``, ``exact_scores``, ``exact_shift``) and the set rankings of
+    :func:`gbumap.tl.gene_set_contributions` (``overlap``, ``overlap_genes``).
 
     Parameters
     ----------
@@ -62,7 +69,8 @@ def rank_features_df(
         found = [k for k, v in adata.uns.items() if isinstance(v, Mapping) and "names" in v and "params" in v]
         shown = ", ".join(repr(k) for k in found) or "none"
         raise KeyError(
-            f"No ranking under uns[{key!r}]; run gbumap.tl.rank_features (or tl.contrast) first. "
+            f"No ranking under uns[{key!r}]; run gbumap.tl.rank_features (or tl.contrast, tl.rank_knockouts, "
+            "tl.gene_set_contributions with groupby) first. "
             f"Rankings here: {shown}."
         )
     result = adata.uns[key]
@@ -83,7 +91,7 @@ def rank_features_df(
                 frame[field] = np.asarray(result[field][g])
             elif _LEGACY_TABLES[field] in result and isinstance(result[_LEGACY_TABLES[field]], pd.DataFrame):
                 frame[field] = result[_LEGACY_TABLES[field]][g].reindex(names).to_numpy()
-        for field in CONTRAST_FIELDS:
+        for field in CONTRAST_FIELDS + GENE_SET_FIELDS + KNOCKOUT_FIELDS:
             if field in result:
                 frame[field] = np.asarray(result[field][g])
         if len(groups) > 1:

@@ -10,17 +10,23 @@ AnnData it is given.
 ``interactive`` extra (``pip install gbumap[interactive]``, i.e. bokeh).
 """
 
+from ._contrast import contrast
 from ._contribution import contribution, feature_bars, mean_contributions
 from ._explore import explore
+from ._oriented import oriented_contributions
+from ._perturb import perturbation
 from ._rank import rank_features
 from ._reconstruction import reconstruction
 from ._top_features import top_feature_groups, top_features
 
 __all__ = [
+    "contrast",
     "contribution",
     "explore",
     "feature_bars",
     "mean_contributions",
+    "oriented_contributions",
+    "perturbation",
     "rank_features",
     "reconstruction",
     "top_feature_groups",

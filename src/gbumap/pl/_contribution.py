@@ -104,50 +104,25 @@ def contribution(
     >>> gbumap.pl.contribution(adata, ["LYZ", "CST3"], shared_scale=True)  # doctest: +SKIP
     >>> gbumap.pl.contribution(adata, "LYZ", reduction=0)  # signed push along axis 1  # doctest: +SKIP
     """
-    import scanpy as sc
-
     view = model(adata, key)
     reduction = resolve_reduction(reduction, component, view.estimator.n_components, "contribution")
     idx, names = feature_indices(view, genes)
     values = reduced_values(adata, view, reduction, idx, batch_size=batch_size)
-    signed = is_signed(reduction)
-    if signed:
-        limits = np.abs(values).max(axis=0)
-        if shared_scale:
-            limits[:] = limits.max()
-        limits[limits == 0] = 1.0
-        vmin, vmax = list(-limits), list(limits)
-        cmap = "RdBu_r" if cmap is None else cmap
-    elif shared_scale:
-        vmin = [0.0] * len(names)
-        vmax = [float(values.max()) or 1.0] * len(names)
-    else:
-        vmin = vmax = [None] * len(names)
-
     basis = key if basis is None else basis
-    label = reduction_label(reduction, key)
-    fig, axes = panel_grid(len(names), ncols, panel_size, wspace=0.3)
-    for j, (ax, gene) in enumerate(zip(axes, names)):
-        frame = pd.DataFrame({gene: values[:, j]}, index=adata.obs_names.copy())
-        shell = plot_shell(adata, basis, obs=frame)
-        if signed:
-            # strongest pushes (either sign) on top, not only the most positive ones
-            shell = shell[np.argsort(np.abs(values[:, j]), kind="stable")].copy()
-        sc.pl.embedding(
-            shell,
-            basis=basis,
-            color=gene,
-            sort_order=not signed,
-            cmap=cmap,
-            vmin=vmin[j],
-            vmax=vmax[j],
-            size=size,
-            title=f"{gene}\n{label}",
-            ax=ax,
-            show=False,
-            save=False,
-            **kwargs,
-        )
+    fig, axes = gene_panels(
+        adata,
+        values,
+        names,
+        signed=is_signed(reduction),
+        label=reduction_label(reduction, key),
+        basis=basis,
+        shared_scale=shared_scale,
+        cmap=cmap,
+        size=size,
+        ncols=ncols,
+        panel_size=panel_size,
+        **kwargs,
+    )
     return finish(fig, axes, name="contribution", show=show, save=save, return_fig=return_fig)
 
 
@@ -266,3 +241,59 @@ def feature_bars(
     ax.set_title(f"{means.name} ({n_cells:,} cells)", fontsize="medium")
     ax.spines[["top", "right"]].set_visible(False)
     return finish(fig, ax, name="feature_bars", show=show, save=save, return_fig=return_fig)
+
+
+def gene_panels(
+    adata: AnnData,
+    values: np.ndarray,
+    names: Sequence[str],
+    *,
+    signed: bool,
+    label: str,
+    basis: str,
+    shared_scale: bool,
+    cmap: str | None,
+    size: float | None,
+    ncols: int,
+    panel_size: tuple[float, float],
+    **kwargs: Any,
+):
+    """One embedding panel per gene, coloured by ``values[:, j]`` (signed: diverging, centred at 0)."""
+    import scanpy as sc
+
+    if signed:
+        limits = np.nanmax(np.abs(values), axis=0, initial=0.0)
+        if shared_scale:
+            limits[:] = limits.max()
+        limits[limits == 0] = 1.0
+        vmin, vmax = list(-limits), list(limits)
+        cmap = "RdBu_r" if cmap is None else cmap
+    elif shared_scale:
+        vmin = [0.0] * len(names)
+        vmax = [float(np.nanmax(values, initial=0.0)) or 1.0] * len(names)
+    else:
+        vmin = vmax = [None] * len(names)
+
+    fig, axes = panel_grid(len(names), ncols, panel_size, wspace=0.3)
+    for j, (ax, gene) in enumerate(zip(axes, names)):
+        frame = pd.DataFrame({gene: values[:, j]}, index=adata.obs_names.copy())
+        shell = plot_shell(adata, basis, obs=frame)
+        if signed:
+            # strongest pushes (either sign) on top, not only the most positive ones
+            shell = shell[np.argsort(np.nan_to_num(np.abs(values[:, j]), nan=-1.0), kind="stable")].copy()
+        sc.pl.embedding(
+            shell,
+            basis=basis,
+            color=gene,
+            sort_order=not signed,
+            cmap=cmap,
+            vmin=vmin[j],
+            vmax=vmax[j],
+            size=size,
+            title=f"{gene}\n{label}",
+            ax=ax,
+            show=False,
+            save=False,
+            **kwargs,
+        )
+    return fig, axes

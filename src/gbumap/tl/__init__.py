@@ -3,6 +3,9 @@
 from ._contrast import contrast
 from ._contributions import contributions
 from ._fit import fit
+from ._gene_sets import gene_set_contributions
+from ._knockouts import rank_knockouts
+from ._perturb import perturb
 from ._pipeline import glassbox_umap
 from ._quality import quality
 from ._randomization import randomization_check
@@ -13,9 +16,12 @@ __all__ = [
     "contrast",
     "contributions",
     "fit",
+    "gene_set_contributions",
     "glassbox_umap",
+    "perturb",
     "quality",
     "randomization_check",
     "rank_features",
+    "rank_knockouts",
     "transform",
 ]

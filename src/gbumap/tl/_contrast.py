@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
 from .._validation import check_batch_size
-from .._view import model_view
+from .._view import GroupSums, ModelView, model_view
 from ._rank import _recarray, check_groupby
 
-__all__ = ["contrast"]
+__all__ = ["contrast", "read_contrast"]
+
+
+def read_contrast(adata: AnnData, key: str, group: str | None) -> tuple[Mapping, str]:
+    """The :func:`contrast` result under ``uns[key]`` and the group to read from it (the only one when ``None``)."""
+    if key not in adata.uns or not isinstance(adata.uns[key], Mapping) or "centroid_shift" not in adata.uns[key]:
+        found = [k for k, v in adata.uns.items() if isinstance(v, Mapping) and "centroid_shift" in v]
+        raise KeyError(f"No contrast under uns[{key!r}]; run gbumap.tl.contrast first. Contrasts here: {found or 'none'}.")
+    result = adata.uns[key]
+    groups = list(result["names"].dtype.names)
+    if group is None:
+        if len(groups) > 1:
+            raise ValueError(f"uns[{key!r}] contrasts several groups {groups}; pass group= one of them.")
+        group = groups[0]
+    if group not in groups:
+        raise KeyError(f"{group!r} is not contrasted in uns[{key!r}]; it holds {groups}.")
+    return result, group
 
 
 def _group_names(adata: AnnData, groupby: str, group: str | Sequence[str], reference: str) -> list[str]:
@@ -32,12 +49,29 @@ def _group_names(adata: AnnData, groupby: str, group: str | Sequence[str], refer
     return groups
 
 
+def _split_terms(view: ModelView, mean_group: GroupSums, mean_ref: GroupSums) -> tuple[np.ndarray, np.ndarray]:
+    """The difference and context parts of each gene's term, ``(axes, genes)`` each.
+
+    difference: ``(J̄_group + J̄_ref)/2 · P_g · (x̄_group,g − x̄_ref,g)``; context:
+    ``(J̄_group − J̄_ref) · P_g · (m_g − b_g)`` with ``m`` the midpoint of the
+    groups' mean input (both divided by the degree).
+    """
+    est = view.estimator
+    average_jac = view.feature_jacobian((mean_group.jacobian + mean_ref.jacobian) / 2)
+    change_jac = view.feature_jacobian(mean_group.jacobian - mean_ref.jacobian)
+    midpoint = (mean_group.expression + mean_ref.expression) / 2
+    difference = average_jac * (mean_group.expression - mean_ref.expression)
+    context = change_jac * (midpoint - est.baseline_)
+    return difference / est.homogeneity_degree_, context / est.homogeneity_degree_
+
+
 def contrast(
     adata: AnnData,
     groupby: str,
     group: str | Sequence[str],
     reference: str = "rest",
     *,
+    score: Literal["difference", "total"] = "difference",
     key: str = "gbumap",
     key_added: str | None = None,
     batch_size: int = 4096,
@@ -47,13 +81,27 @@ def contrast(
 
     The shift between the mean positions of ``group`` and ``reference`` is the
     sum over genes of the difference of their mean contributions,
-    ``Δ = Σ_g (C̄_g(group) − C̄_g(reference))``, with no approximation: each
-    cell's contributions sum to its position. Each gene's term is split into
-    its component along ``Δ`` (``scores``, in map units: positive terms push
-    the group away from the reference, negative ones hold it towards it; the
-    ``scores`` of all genes sum to ``|Δ|``) and its length across ``Δ``
-    (``across``, movement that other genes cancel). ``share`` is
-    ``scores / |Δ|``: the shares of all genes sum to 1.
+    ``Δ = Σ_g T_g`` with ``T_g = C̄_g(group) − C̄_g(reference)``, with no
+    approximation: each cell's contributions sum to its position. Each term
+    splits exactly into three parts (``J̄`` a group's mean Jacobian mapped to
+    genes through the loadings, ``x̄`` its mean input, ``m_g`` the midpoint of
+    the two groups' mean input, ``b_g`` the model's baseline):
+
+    - ``difference_term``: ``(J̄_group + J̄_ref)/2 · (x̄_group,g − x̄_ref,g)``,
+      the gene's mean expression difference times how strongly the map reads
+      the gene, on average over the two places. A gene both groups express
+      alike has none.
+    - ``context_term``: ``(J̄_group − J̄_ref) · (m_g − b_g)``, the gene's
+      level common to both groups, read differently by the map in the two
+      places (a shared lineage gene lands here).
+    - ``covariance_term``: the rest, from how a gene's expression co-varies
+      with the map's local reading of it inside each group.
+
+    Each part is reported by its component along ``Δ`` (map units; positive:
+    the gene pushes the group away from the reference, negative: it holds it
+    towards it). Over all genes the three parts together sum to ``|Δ|``.
+    ``across`` is the length of a gene's whole term across ``Δ`` (movement
+    other genes cancel).
 
     The result is written in the format of ``sc.tl.rank_genes_groups``, one
     field per contrasted group, genes ordered by ``scores``, so
@@ -73,28 +121,40 @@ def contrast(
         The group, or several groups, each contrasted with ``reference``.
     reference
         ``"rest"`` (all other labelled cells) or the name of one group.
+    score
+        What ``scores`` holds and ranks by: ``"difference"`` (the default)
+        the difference part along ``Δ``, which ranks first the genes that
+        differ between the groups and move them apart; ``"total"`` the
+        whole term along ``Δ``, whose values sum to ``|Δ|`` over all genes.
+        The method page compares the two on the simulator and on
+        pbmc68k_reduced.
     key
         The model key.
     key_added
         ``uns`` key of the result (default ``"contrast_<key>"``).
     batch_size
-        Cells per batch of contributions (memory stays bounded by it).
+        Cells per batch (memory stays bounded by it).
     copy
         Return a modified copy instead of writing into ``adata``.
 
     Returns
     -------
     ``None``, or the modified copy when ``copy=True``. Writes
-    ``uns[key_added]`` with ``params``, rank-ordered record arrays ``names``,
-    ``scores``, ``share`` and ``across``, ``centroid_shift`` (``Δ`` per
-    group, one row per map axis, from the embedding) and ``reconstruction_gap``
-    (``max |Σ_g terms − Δ| / |Δ|`` per group: float rounding only).
+    ``uns[key_added]`` with ``params``; rank-ordered record arrays ``names``,
+    ``scores``, ``share`` (``scores / |Δ|``), ``across``, ``difference_term``,
+    ``context_term`` and ``covariance_term``; ``centroid_shift`` (``Δ`` per group, from the
+    embedding); ``reconstruction_gap`` (``max |Σ_g T_g − Δ| / |Δ|`` per
+    group: float rounding only); and ``terms`` (``{"axis_1": …, …}``: each
+    gene's total term on each map axis, in the order of ``names``, drawn by
+    :func:`gbumap.pl.contrast`).
 
     Examples
     --------
     >>> gbumap.tl.contrast(adata, "bulk_labels", "CD14+ Monocyte", reference="CD19+ B")  # doctest: +SKIP
     >>> gbumap.get.rank_features_df(adata, "CD14+ Monocyte", key="contrast_gbumap").head()  # doctest: +SKIP
     """
+    if score not in ("difference", "total"):
+        raise ValueError(f"score must be 'difference' or 'total'; got {score!r}.")
     view = model_view(adata, key)
     batch_size = check_batch_size(batch_size)
     check_groupby(adata, groupby)
@@ -114,54 +174,58 @@ def contrast(
     if too_small:
         raise ValueError(f"Groups with fewer than 2 cells cannot be contrasted: {too_small}.")
 
-    n_axes, n_genes = view.estimator.n_components, len(view.feature_names)
-    sums = {name: np.zeros((n_axes, n_genes)) for name in named}
-    total = np.zeros((n_axes, n_genes))
-    position = {name: np.zeros(n_axes) for name in named}
-    position_total = np.zeros(n_axes)
     emb = np.asarray(adata.obsm[view.embedding_key], dtype=np.float64)
-    start = 0
-    for rows, contrib in view.iter_contributions(adata, labelled, batch_size=batch_size):
-        part = slice(start, start + len(rows))
-        start += len(rows)
-        total += contrib.sum(axis=0, dtype=np.float64)
-        position_total += emb[rows].sum(axis=0)
-        for name in named:
-            inside = masks[name][part]
-            sums[name] += contrib[inside].sum(axis=0, dtype=np.float64)
-            position[name] += emb[rows[inside]].sum(axis=0)
+    jacobian = view._stored_jacobian(adata, None)
+    members = {name: labelled[masks[name]] for name in named}
+    sums = {name: view.group_sums(adata, rows, batch_size, jacobian) for name, rows in members.items()}
+    if reference == "rest":
+        total = view.group_sums(adata, labelled, batch_size, jacobian)
 
-    columns: dict[str, dict[str, np.ndarray]] = {f: {} for f in ("names", "scores", "share", "across")}
+    fields = ("names", "scores", "share", "across", "difference_term", "context_term", "covariance_term")
+    columns: dict[str, dict[str, np.ndarray]] = {f: {} for f in fields}
     shift, gap = {}, {}
+    axis_terms: list[dict[str, np.ndarray]] = [{} for _ in range(emb.shape[1])]
     for g in groups:
-        n_g = masks[g].sum()
-        if reference == "rest":
-            n_r = len(labelled) - n_g
-            mean_ref, pos_ref = (total - sums[g]) / n_r, (position_total - position[g]) / n_r
-        else:
-            n_r = masks[reference].sum()
-            mean_ref, pos_ref = sums[reference] / n_r, position[reference] / n_r
-        terms = sums[g] / n_g - mean_ref  # (axes, genes)
-        delta = position[g] / n_g - pos_ref
+        rest = (total - sums[g]) if reference == "rest" else sums[reference]
+        mean_group, mean_ref = sums[g].mean(), rest.mean()
+        pos_group = emb[members[g]].mean(axis=0)
+        pos_ref = emb[labelled[~masks[g]]].mean(axis=0) if reference == "rest" else emb[members[reference]].mean(axis=0)
+        terms = mean_group.contributions - mean_ref.contributions  # (axes, genes)
+        difference, context = _split_terms(view, mean_group, mean_ref)
+        delta = pos_group - pos_ref
         length = float(np.linalg.norm(delta))
         if length == 0.0:
             raise ValueError(f"{g!r} and {reference!r} have the same mean position; there is no shift to explain.")
         direction = delta / length
         along = direction @ terms
         across = np.linalg.norm(terms - np.outer(direction, along), axis=0)
-        order = np.argsort(-along, kind="stable")
+        parts = {"difference_term": direction @ difference, "context_term": direction @ context}
+        parts["covariance_term"] = along - parts["difference_term"] - parts["context_term"]
+        ranked = along if score == "total" else parts["difference_term"]
+        order = np.argsort(-ranked, kind="stable")
         columns["names"][g] = view.feature_names[order].astype(str)
-        columns["scores"][g] = along[order]
-        columns["share"][g] = along[order] / length
+        columns["scores"][g] = ranked[order]
+        columns["share"][g] = ranked[order] / length
         columns["across"][g] = across[order]
+        for field, values in parts.items():
+            columns[field][g] = values[order]
+        for d, row in enumerate(terms[:, order]):
+            axis_terms[d][g] = row
         shift[g] = delta
         gap[g] = np.array([np.abs(terms.sum(axis=1) - delta).max() / length])
 
     result = {
-        "params": {"groupby": groupby, "reference": reference, "method": "gbumap_contrast", "model_key": key},
+        "params": {
+            "groupby": groupby,
+            "reference": reference,
+            "score": score,
+            "method": "gbumap_contrast",
+            "model_key": key,
+        },
         "names": _recarray(columns["names"], "O"),
-        **{f: _recarray(columns[f], np.float64) for f in ("scores", "share", "across")},
+        **{f: _recarray(columns[f], np.float64) for f in fields[1:]},
         "centroid_shift": _recarray(shift, np.float64),
+        "terms": {f"axis_{d + 1}": _recarray(t, np.float64) for d, t in enumerate(axis_terms)},
         "reconstruction_gap": _recarray(gap, np.float64),
     }
     target = adata.copy() if copy else adata
