@@ -6,6 +6,7 @@ from ._model import model
 from ._oriented import cell_contrast, oriented_contributions
 from ._quality import quality
 from ._rank import rank_features_df
+from ._stability import stability_models
 from ._summaries import mean_contributions, top_feature_groups
 
 __all__ = [
@@ -18,5 +19,6 @@ __all__ = [
     "quality",
     "rank_features_df",
     "reconstruction_error",
+    "stability_models",
     "top_feature_groups",
 ]

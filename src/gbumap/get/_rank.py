@@ -20,6 +20,8 @@ CONTRAST_FIELDS = ("share", "across", "difference_term", "context_term", "covari
 KNOCKOUT_FIELDS = ("shift", "exact_scores", "exact_shift")
 #: Rank-ordered per-group fields written by ``tl.gene_set_contributions``.
 GENE_SET_FIELDS = ("overlap", "overlap_genes")
+#: Rank-ordered per-group fields written by ``tl.stability``.
+STABILITY_FIELDS = ("median_rank", "rank_iqr", "top_fraction")
 # Results written by gbumap 0.1 kept genes × groups DataFrames under these keys instead.
 _LEGACY_TABLES = {
     "pct_nz_group": "pts",
@@ -46,7 +48,9 @@ def rank_features_df(
     key>"``: ``share``, ``across``, ``difference_term``, ``context_term``,
     ``covariance_term``), :func:`gbumap.tl.rank_knockouts` results
     (``shift``, ``exact_scores``, ``exact_shift``) and the set rankings of
-    :func:`gbumap.tl.gene_set_contributions` (``overlap``, ``overlap_genes``).
+    :func:`gbumap.tl.gene_set_contributions` (``overlap``, ``overlap_genes``),
+    and :func:`gbumap.tl.stability` rankings (``median_rank``, ``rank_iqr``,
+    ``top_fraction``).
 
     Parameters
     ----------
@@ -91,7 +95,7 @@ def rank_features_df(
                 frame[field] = np.asarray(result[field][g])
             elif _LEGACY_TABLES[field] in result and isinstance(result[_LEGACY_TABLES[field]], pd.DataFrame):
                 frame[field] = result[_LEGACY_TABLES[field]][g].reindex(names).to_numpy()
-        for field in CONTRAST_FIELDS + GENE_SET_FIELDS + KNOCKOUT_FIELDS:
+        for field in CONTRAST_FIELDS + GENE_SET_FIELDS + KNOCKOUT_FIELDS + STABILITY_FIELDS:
             if field in result:
                 frame[field] = np.asarray(result[field][g])
         if len(groups) > 1:

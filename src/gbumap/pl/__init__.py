@@ -17,6 +17,7 @@ from ._oriented import oriented_contributions
 from ._perturb import perturbation
 from ._rank import rank_features
 from ._reconstruction import reconstruction
+from ._stability import stability
 from ._top_features import top_feature_groups, top_features
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "perturbation",
     "rank_features",
     "reconstruction",
+    "stability",
     "top_feature_groups",
     "top_features",
 ]

@@ -10,6 +10,7 @@ from ._pipeline import glassbox_umap
 from ._quality import quality
 from ._randomization import randomization_check
 from ._rank import rank_features
+from ._stability import stability
 from ._transform import transform
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "randomization_check",
     "rank_features",
     "rank_knockouts",
+    "stability",
     "transform",
 ]

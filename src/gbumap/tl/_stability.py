@@ -1,0 +1,377 @@
+"""``gbumap.tl.stability``: how much a map and its gene rankings change with the training seed."""
+
+from __future__ import annotations
+
+import copy as copy_module
+import time
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+
+from .._anndata_input import sharing_arrays
+from .._registry import encode_record, encode_weights
+from .._validation import as_matrix
+from .._view import ModelView, model_view
+from ._rank import _recarray, check_groupby, rank_features
+
+__all__ = ["stability", "procrustes_align", "load_run_weights"]
+
+_SCRATCH_KEY = "_gbumap_stability_run"
+#: The ranking compared across runs: ``tl.rank_features``' defaults.
+_SCORE, _REDUCTION = "weighted_mean", "l2"
+
+
+def procrustes_align(Y: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, float]:
+    """``Y`` moved onto ``R`` by rotation/reflection, translation and one global scale (least squares).
+
+    Returns the aligned ``Y`` (in ``R``'s units) and the scale applied.
+    """
+    from scipy.linalg import orthogonal_procrustes
+
+    Y = np.asarray(Y, dtype=np.float64)
+    R = np.asarray(R, dtype=np.float64)
+    y0, r0 = Y.mean(axis=0), R.mean(axis=0)
+    Yc, Rc = Y - y0, R - r0
+    rotation, trace = orthogonal_procrustes(Yc, Rc)  # argmin_Q |Yc Q − Rc|, trace = sum of singular values
+    norm2 = float(np.sum(Yc**2))
+    scale = float(trace) / norm2 if norm2 > 0 else 1.0
+    return scale * Yc @ rotation + r0, scale
+
+
+def load_run_weights(module, weights: Mapping, where: str) -> None:
+    """Load one run's stored weights into ``module`` after checking every name, shape and dtype.
+
+    Raises :class:`~gbumap._registry.RegistryError` on any mismatch; nothing is unpickled.
+    """
+    import torch
+
+    from .._registry import RegistryError
+
+    if not isinstance(weights, Mapping):
+        raise RegistryError(f"{where} must be a mapping of arrays; got {type(weights).__name__}.")
+    expected = encode_weights(module)
+    missing = sorted(set(expected) - set(map(str, weights)))
+    extra = sorted(set(map(str, weights)) - set(expected))
+    if missing or extra:
+        raise RegistryError(
+            f"{where} does not match the reference encoder: missing {missing or 'none'}, unexpected {extra or 'none'}; "
+            "the file is damaged or was edited. Rerun gbumap.tl.stability."
+        )
+    state = {}
+    for name, ref in expected.items():
+        arr = weights[name]
+        if ref.shape == () and isinstance(arr, (float, np.floating)) and not isinstance(arr, bool):
+            # a 0-d array comes back from .h5ad as a Python float: accept it when it is exactly a ref.dtype value
+            cast = np.asarray(arr, dtype=ref.dtype)
+            arr = cast if float(cast) == float(arr) else np.asarray(arr)
+        if not isinstance(arr, np.ndarray) or arr.dtype != ref.dtype or arr.shape != ref.shape:
+            got = (getattr(arr, "shape", None), str(getattr(arr, "dtype", type(arr).__name__)))
+            raise RegistryError(
+                f"{where}/{name} must be a {ref.dtype} array of shape {ref.shape} like the reference encoder's; "
+                f"got shape {got[0]}, dtype {got[1]}. The file is damaged or was edited; rerun gbumap.tl.stability."
+            )
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            raise RegistryError(f"{where}/{name} contains NaN or infinite values.")
+        state[name.replace("__", ".")] = torch.from_numpy(np.array(arr))
+    module.load_state_dict(state)
+
+
+def _run_model(reference: GlassBoxUMAP, encoder, seed: int, info: dict | None = None) -> GlassBoxUMAP:
+    """The reference model with another encoder (same projection, same parameters but the seed)."""
+    model = copy_module.copy(reference)
+    model.encoder_ = encoder
+    model.random_state = int(seed)
+    if info is not None:
+        model.loss_history_ = np.asarray(info["loss"], dtype=np.float64)
+        model.training_info_ = {**reference.training_info_, "seconds": float(info["seconds"])}
+    for name in ("graph_", "embedding_", "timings_"):
+        model.__dict__.pop(name, None)
+    return model
+
+
+def _shared_graph(adata: AnnData, view: ModelView, X, seed: int) -> tuple[sp.csr_matrix, str]:
+    """The reference's neighbour graph, built once: scanpy's when the reference used it, else searched again."""
+    neighbors = view.record.neighbors
+    conn = neighbors.get("connectivities_key")
+    if neighbors.get("source") == "scanpy" and conn in adata.obsp:
+        return sp.csr_matrix(adata.obsp[conn], dtype=np.float32), f"scanpy:{conn}"
+    from .._estimator import GlassBoxUMAP
+
+    ref = view.estimator
+    builder = GlassBoxUMAP(**{**ref.get_params(), "random_state": seed, "checkpoint_path": None})
+    Z_raw = builder._fit_projection(X, ref.components_, seed)
+    return sp.csr_matrix(builder._fit_graph(Z_raw, None, None, seed), dtype=np.float32), "gbumap"
+
+
+def _check_args(n_models, n_top, bootstrap, random_state) -> None:
+    if isinstance(n_models, bool) or not isinstance(n_models, (int, np.integer)) or n_models < 2:
+        raise ValueError(
+            f"n_models must be an integer >= 2 (the reference model plus at least one more run); got {n_models!r}."
+        )
+    if isinstance(n_top, bool) or not isinstance(n_top, (int, np.integer)) or n_top < 1:
+        raise ValueError(f"n_top must be an integer >= 1 (the size of the top lists compared); got {n_top!r}.")
+    if bootstrap is not None:
+        if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, float, np.number)) or not 0 < bootstrap <= 1:
+            raise ValueError(
+                f"bootstrap must be a fraction of cells in (0, 1] (e.g. 0.8), or None to train on all cells; "
+                f"got {bootstrap!r}."
+            )
+    if random_state is not None and (isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer))):
+        raise ValueError(f"random_state must be an integer or None; got {random_state!r}.")
+
+
+def _rank_positions(result: Mapping, genes: np.ndarray, groups: list[str]) -> np.ndarray:
+    """``(n_groups, n_genes)`` 1-based rank of every gene in a ranking, in the order of ``genes``."""
+    import pandas as pd
+
+    index = pd.Index(genes)
+    out = np.empty((len(groups), len(genes)), dtype=np.int64)
+    for i, group in enumerate(groups):
+        out[i, index.get_indexer(np.asarray(result["names"][group]).astype(str))] = np.arange(1, len(genes) + 1)
+    return out
+
+
+def _group_scores(result: Mapping, genes: np.ndarray, groups: list[str]) -> np.ndarray:
+    import pandas as pd
+
+    index = pd.Index(genes)
+    out = np.empty((len(groups), len(genes)))
+    for i, group in enumerate(groups):
+        out[i, index.get_indexer(np.asarray(result["names"][group]).astype(str))] = np.asarray(result["scores"][group])
+    return out
+
+
+def stability(
+    adata: AnnData,
+    n_models: int = 5,
+    *,
+    key: str = "gbumap",
+    groupby: str | None = None,
+    n_top: int = 20,
+    bootstrap: float | None = None,
+    random_state: int | None = None,
+    key_added: str | None = None,
+    verbose: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """How much the map and its gene rankings change when only the training seed changes.
+
+    The model under ``key`` is the reference run. ``n_models − 1`` further
+    models are trained with the reference's parameters and another seed, on
+    the same input, sharing the reference's baseline, PCA loadings and input
+    scaling, and one neighbour graph (built once, with the reference's
+    settings and seed, or the reference's scanpy graph), so ``k`` models cost
+    about ``k`` trainings. With ``bootstrap=f`` each further run trains on a
+    random fraction ``f`` of the cells (its graph: the shared graph restricted
+    to them) and then embeds all cells.
+
+    Each run's embedding is aligned to the reference embedding
+    ``obsm["X_<key>"]`` by rotation or reflection, translation and one global
+    scale (orthogonal Procrustes). A cell's *spread* is the root mean square
+    distance of its aligned positions, over the further runs, from its
+    reference position, in the reference map's units.
+
+    With ``groupby``, every run ranks the genes of each group exactly as
+    :func:`gbumap.tl.rank_features` does by default (``score="weighted_mean"``,
+    ``reduction="l2"``; the same function is called for each run), and the
+    ranks are summarised per gene. Stable genes are those with
+    ``top_fraction >= 0.8``.
+
+    Parameters
+    ----------
+    adata
+        AnnData with a fitted model under ``key`` and its embedding ``obsm["X_<key>"]``.
+    n_models
+        Number of models compared, the reference included (at least 2).
+    key
+        The reference model's key.
+    groupby
+        Categorical ``obs`` column: rank the genes of each group in every run.
+    n_top
+        Size of the top lists counted by ``top_fraction``.
+    bootstrap
+        Fraction of the cells, in (0, 1], each further run trains on (a new
+        random subset per run); ``None`` trains on all cells.
+    random_state
+        Seed of the first further run; the others use the next integers.
+        Default: the reference's seed + 1. A run with the reference's seed
+        (on the CPU) repeats the reference exactly.
+    key_added
+        ``uns`` key of the result and prefix of the ``obs`` column (default ``"stability_<key>"``).
+    verbose
+        Show a progress bar over the runs (and each run's training bar).
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None`` when ``copy=False`` (``adata`` is updated), else the new AnnData, with:
+
+    ``obs["<key_added>_spread"]``
+        Per cell, the RMS distance of its aligned positions from its reference position.
+    ``uns[key_added]``
+        ``params``; ``seeds`` of the further runs; ``alignment``
+        (``residual``: per run, the RMS over cells of the aligned distance;
+        ``scale``: the scale applied); ``timings`` (``graph``: seconds to build
+        the shared graph, ``training``: seconds per further run,
+        ``reference_training``); ``models`` (``{"run_1": {"seed", "weights",
+        "loss"}, ...}``, the further runs' encoder weights as plain arrays,
+        read back by :func:`gbumap.get.stability_models`). With ``groupby``,
+        in the format of ``sc.tl.rank_genes_groups``, per group, genes ordered
+        by median rank: ``names``, ``scores`` (the reference run's score),
+        ``median_rank``, ``rank_iqr`` (interquartile range of the rank over
+        runs), ``top_fraction`` (fraction of runs with the gene in the top
+        ``n_top``); read one group with :func:`gbumap.get.rank_features_df`.
+
+    Examples
+    --------
+    >>> import scanpy as sc, gbumap
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> gbumap.tl.fit(adata, n_steps=100, verbose=False)  # doctest: +SKIP
+    >>> gbumap.tl.stability(adata, n_models=3, groupby="bulk_labels", verbose=False)  # doctest: +SKIP
+    >>> table = gbumap.get.rank_features_df(adata, "CD14+ Monocyte", key="stability_gbumap")  # doctest: +SKIP
+    >>> table[table["top_fraction"] >= 0.8]  # doctest: +SKIP
+    >>> gbumap.pl.stability(adata, group="CD14+ Monocyte")  # doctest: +SKIP
+    """
+    from tqdm import tqdm
+
+    _check_args(n_models, n_top, bootstrap, random_state)
+    view = model_view(adata, key)
+    if groupby is not None:
+        check_groupby(adata, groupby)
+    if view.embedding_key not in adata.obsm:
+        raise KeyError(f"obsm[{view.embedding_key!r}] not found; run gbumap.tl.fit(adata, key_added={key!r}).")
+    key_added = f"stability_{key}" if key_added is None else str(key_added)
+    ref = view.estimator
+    ref_seed = 0 if ref.random_state is None else int(ref.random_state)
+    first = ref_seed + 1 if random_state is None else int(random_state)
+    seeds = [first + i for i in range(int(n_models) - 1)]
+    if ref_seed in seeds:
+        warnings.warn(
+            f"A run uses the reference's seed {ref_seed}; on the CPU it repeats the reference exactly and "
+            "understates the variability. Pass another random_state.",
+            UserWarning,
+            stacklevel=2,
+        )
+    reference = np.asarray(adata.obsm[view.embedding_key], dtype=np.float64)
+
+    X = as_matrix(view.matrix(adata), name="X", dtype=ref.numpy_dtype)
+    n_cells = X.shape[0]
+    t0 = time.perf_counter()
+    graph, graph_source = _shared_graph(adata, view, X, ref_seed)
+    graph_seconds = time.perf_counter() - t0
+
+    from .._estimator import GlassBoxUMAP
+    from .._seed_runs import SharedProjection
+
+    params = {**ref.get_params(), "checkpoint_path": None, "verbose": bool(verbose)}
+    runs, train_seconds, infos = [], [], []
+    with tqdm(total=len(seeds), desc="gbumap stability", unit="model", disable=not verbose, leave=False) as bar:
+        for seed in seeds:
+            if bootstrap is None:
+                est = GlassBoxUMAP(**{**params, "random_state": seed})
+                est.fit(X, graph=graph, components=ref.components_)
+                same = np.array_equal(est.baseline_, ref.baseline_) and est.input_norm_offset_ == ref.input_norm_offset_
+                if not same:
+                    raise RuntimeError(
+                        f"The run with seed {seed} did not reproduce the reference's baseline and input scaling; "
+                        "was the input changed after fitting? Refit the reference with gbumap.tl.fit."
+                    )
+            else:
+                n_train = max(int(round(float(bootstrap) * n_cells)), ref.n_neighbors + 1)
+                cells = np.sort(np.random.default_rng(seed).choice(n_cells, size=min(n_train, n_cells), replace=False))
+                est = SharedProjection(**{**params, "random_state": seed})
+                est._reference = ref
+                est.fit(X[cells], graph=graph[cells][:, cells], components=ref.components_)
+            train_seconds.append(float(est.training_info_["seconds"]))
+            info = {"loss": est.loss_history_, "seconds": est.training_info_["seconds"]}
+            infos.append(info)
+            runs.append(_run_model(ref, est.encoder_, seed, info))
+            bar.update(1)
+
+    embeddings = [m.transform(X).astype(np.float64) for m in runs]
+    aligned = [procrustes_align(Y, reference) for Y in embeddings]
+    sq = np.stack([np.sum((A - reference) ** 2, axis=1) for A, _ in aligned])  # (runs, cells)
+    spread = np.sqrt(sq.mean(axis=0))
+    residual = np.sqrt(sq.mean(axis=1))
+
+    ranking: dict = {}
+    if groupby is not None:
+        ranking = _stability_ranking(adata, view, runs, groupby, int(n_top))
+
+    result = {
+        "params": {
+            "model_key": key,
+            "n_models": int(n_models),
+            "n_top": int(n_top),
+            "bootstrap": "None" if bootstrap is None else float(bootstrap),
+            "random_state": int(first),
+            "reference_seed": int(ref_seed),
+            "graph_source": graph_source,
+            "groupby": "None" if groupby is None else str(groupby),
+            **(
+                {"reference": "rest", "method": "gbumap_stability", "use_raw": False, "score": _SCORE,
+                 "reduction": _REDUCTION}
+                if groupby is not None
+                else {}
+            ),
+        },
+        "seeds": np.asarray(seeds, dtype=np.int64),
+        "alignment": {
+            "residual": residual,
+            "scale": np.asarray([s for _, s in aligned], dtype=np.float64),
+        },
+        "timings": {
+            "graph": float(graph_seconds),
+            "training": np.asarray(train_seconds, dtype=np.float64),
+            "reference_training": float(ref.training_info_["seconds"]),
+        },
+        "models": {
+            f"run_{i + 1}": {
+                "seed": int(seed),
+                "weights": encode_weights(model.encoder_),
+                "loss": np.asarray(info["loss"], dtype=np.float32),
+            }
+            for i, (seed, model, info) in enumerate(zip(seeds, runs, infos))
+        },
+        **ranking,
+    }
+    target = adata.copy() if copy else adata
+    target.obs[f"{key_added}_spread"] = spread.astype(np.float32)
+    target.uns[key_added] = result
+    return target if copy else None
+
+
+def _stability_ranking(adata: AnnData, view: ModelView, runs: list[GlassBoxUMAP], groupby: str, n_top: int) -> dict:
+    """Rank summaries over the reference and the further runs, each ranked by :func:`rank_features`."""
+    genes = view.feature_names
+    n_top = min(n_top, len(genes))
+    shell = sharing_arrays(adata, obs_columns=[groupby], uns_keys=[view.key])
+    # the reference exactly as tl.rank_features ranks it (with its stored Jacobians, when present)
+    rank_features(shell, groupby, key=view.key, score=_SCORE, reduction=_REDUCTION, key_added="ranking")
+    groups = list(shell.uns["ranking"]["names"].dtype.names)
+    ranks = [_rank_positions(shell.uns["ranking"], genes, groups)]
+    scores = _group_scores(shell.uns["ranking"], genes, groups)
+    for model in runs:
+        # no Jacobians under the scratch key: the contributions come from this run's model
+        shell.uns[_SCRATCH_KEY] = encode_record(view.record.replace(model=model))
+        rank_features(shell, groupby, key=_SCRATCH_KEY, score=_SCORE, reduction=_REDUCTION, key_added="ranking")
+        ranks.append(_rank_positions(shell.uns["ranking"], genes, groups))
+    ranks = np.stack(ranks).astype(np.float64)  # (models, groups, genes)
+    median = np.median(ranks, axis=0)
+    q75, q25 = np.percentile(ranks, [75, 25], axis=0)
+    top = (ranks <= n_top).mean(axis=0)
+    fields: dict[str, dict] = {f: {} for f in ("names", "scores", "median_rank", "rank_iqr", "top_fraction")}
+    for gi, group in enumerate(groups):
+        order = np.lexsort((ranks[0, gi], median[gi]))  # by median rank, ties by the reference's rank
+        fields["names"][group] = genes[order]
+        fields["scores"][group] = scores[gi][order]
+        fields["median_rank"][group] = median[gi][order]
+        fields["rank_iqr"][group] = (q75 - q25)[gi][order]
+        fields["top_fraction"][group] = top[gi][order]
+    dtypes = {"names": "O", "scores": "float32", "median_rank": "float32", "rank_iqr": "float32",
+              "top_fraction": "float32"}
+    return {name: _recarray(cols, dtypes[name]) for name, cols in fields.items()}
