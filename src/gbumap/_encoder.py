@@ -122,6 +122,60 @@ class HomogeneousMLP(nn.Module):
         return jac * self.input_scale
 
 
+class BilinearEncoder(nn.Module):
+    """Bias-free bilinear encoder: each output is a quadratic form of the input, ``f_d(z) = zᵀ Q_d z``.
+
+    ``f(z) = W ((A z') ⊙ (B z'))`` with ``z' = input_scale · z``: positively
+    homogeneous of degree 2, so contributions are ``J·x / 2`` and still sum
+    exactly to the embedding. ``Q_d = input_scale² · Σ_j W[d, j] (a_j b_jᵀ +
+    b_j a_jᵀ) / 2`` (:meth:`quadratic_forms`) is the gene–gene (through the
+    loadings) interaction matrix of output ``d``.
+
+    Parameters
+    ----------
+    n_inputs
+        Number of input features (principal components or genes).
+    n_outputs
+        Embedding dimension.
+    rank
+        Number of bilinear units ``j``; each ``Q_d`` has rank at most ``2 · rank``.
+    input_scale
+        A fixed scalar multiplying the input (conditioning only).
+    """
+
+    def __init__(self, n_inputs: int, n_outputs: int = 2, rank: int = 64, input_scale: float = 1.0) -> None:
+        super().__init__()
+        if min(int(n_inputs), int(n_outputs), int(rank)) < 1:
+            raise ValueError(f"n_inputs, n_outputs and rank must be positive; got {n_inputs}, {n_outputs}, {rank}.")
+        self.rank = int(rank)
+        self.left = nn.Linear(int(n_inputs), self.rank, bias=False)
+        self.right = nn.Linear(int(n_inputs), self.rank, bias=False)
+        self.out = nn.Linear(self.rank, int(n_outputs), bias=False)
+        self.register_buffer("input_scale", torch.tensor(float(input_scale)))
+        # inputs arrive with a norm of about 1 (input_scale): unit-variance projections, outputs of order 1
+        for lin in (self.left, self.right):
+            nn.init.normal_(lin.weight, std=1.0)
+        nn.init.normal_(self.out.weight, std=1.0 / np.sqrt(self.rank))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = z * self.input_scale
+        return self.out(self.left(h) * self.right(h))
+
+    def jacobian(self, z: torch.Tensor) -> torch.Tensor:
+        """Exact ``df/dz`` per row, ``(n, n_outputs, n_inputs)``: ``Σ_j W[d, j] (a_j (b_j·z') + b_j (a_j·z'))``."""
+        h = z * self.input_scale
+        a, b = self.left(h), self.right(h)
+        w = self.out.weight.unsqueeze(0)
+        jac = (w * b.unsqueeze(1)) @ self.left.weight + (w * a.unsqueeze(1)) @ self.right.weight
+        return jac * self.input_scale
+
+    def quadratic_forms(self) -> torch.Tensor:
+        """The symmetric ``Q_d``, ``(n_outputs, n_inputs, n_inputs)``, with ``f_d(z) = zᵀ Q_d z``."""
+        left, right, w = self.left.weight, self.right.weight, self.out.weight
+        q = torch.einsum("dj,jk,jl->dkl", w, left, right)
+        return (q + q.transpose(1, 2)) / 2 * self.input_scale**2
+
+
 def _autograd_jacobian(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """Row-wise Jacobian by one backward pass per output dimension."""
     z = z.detach().requires_grad_(True)
@@ -136,7 +190,7 @@ def _autograd_jacobian(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
 
 def encoder_jacobian(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """Jacobian of ``module`` at each row of ``z``: ``(n, n_outputs, n_inputs)``."""
-    if isinstance(module, HomogeneousMLP):
+    if isinstance(module, (HomogeneousMLP, BilinearEncoder)):
         with torch.no_grad():
             return module.jacobian(z)
     return _autograd_jacobian(module, z)

@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ._attribution import Reduction, contributions_from_jacobian, reconstruction_gap, reduce_contributions
-from ._encoder import HomogeneousMLP, check_homogeneous, encoder_jacobian
+from ._encoder import BilinearEncoder, HomogeneousMLP, check_homogeneous, encoder_jacobian
 from ._progress import progress_bar
 from ._validation import Matrix, as_matrix
 
@@ -98,15 +98,21 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
     input_norm_scale
         ``c`` of ``input_norm="soft"``, as a multiple of the median input norm.
     hidden_layers
-        Widths of the encoder's hidden layers.
+        Widths of the encoder's hidden layers (with ``encoder="bilinear"``,
+        the first entry is the number of bilinear units).
     activation
         ``"leaky_relu"`` (slope 0.1), ``"prelu"`` (learned slopes) or ``"relu"``.
     encoder
-        A custom ``torch.nn.Module`` used instead of the default network. It
-        must be positively homogeneous of degree ``homogeneity_degree``; this
-        is verified on the data before training.
+        ``None`` (the default piecewise-linear network), ``"bilinear"``
+        (gbumap's bilinear encoder: each output is a quadratic form
+        ``zᵀ Q_d z`` of the input, homogeneous of degree 2, stored in the
+        registry like the default; its gene–gene interaction matrices are read
+        by :func:`gbumap.tl.interaction_modules`) or a custom
+        ``torch.nn.Module``, which must be positively homogeneous of degree
+        ``homogeneity_degree``; this is verified on the data before training.
     homogeneity_degree
-        Degree ``k`` of the custom encoder (contributions are ``J·x / k``).
+        Degree ``k`` of a custom encoder (contributions are ``J·x / k``); the
+        bilinear encoder has degree 2 whatever this says.
     learning_rate
         Peak learning rate of the one-cycle Adam schedule.
     n_steps
@@ -286,8 +292,13 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             raise TypeError(
                 f"checkpoint_path must be a file path (str or os.PathLike) or None; got {type(self.checkpoint_path).__name__}."
             )
-        if self.encoder is not None and not isinstance(self.encoder, nn.Module):
-            raise TypeError(f"encoder must be a torch.nn.Module or None; got {type(self.encoder).__name__}.")
+        if isinstance(self.encoder, str):
+            if self.encoder != "bilinear":
+                raise ValueError(f"encoder must be None, 'bilinear' or a torch.nn.Module; got {self.encoder!r}.")
+        elif self.encoder is not None and not isinstance(self.encoder, nn.Module):
+            raise TypeError(
+                f"encoder must be None, 'bilinear' or a torch.nn.Module; got {type(self.encoder).__name__}."
+            )
         if n_cells is not None and n_cells < self.n_neighbors + 1:
             raise ValueError(
                 f"Too few cells: {n_cells} cells for n_neighbors={self.n_neighbors}. "
@@ -544,6 +555,11 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
                 input_scale=input_scale,
             )
             degree = 1
+        elif isinstance(self.encoder, str):  # "bilinear"
+            encoder = BilinearEncoder(
+                self.n_inputs_, self.n_components, rank=int(self.hidden_layers[0]), input_scale=input_scale
+            )
+            degree = 2
         else:
             import copy
 

@@ -187,7 +187,7 @@ def encode_weights(module) -> dict:
 def encode_model(model) -> dict:
     """The registry dict of a fitted :class:`~gbumap.GlassBoxUMAP` (model part only)."""
     from . import __version__
-    from ._encoder import HomogeneousMLP
+    from ._encoder import BilinearEncoder, HomogeneousMLP
 
     params: dict[str, Any] = {}
     for name, kind in _SCALAR_PARAMS.items():
@@ -207,6 +207,8 @@ def encode_model(model) -> dict:
             "negative_slope": float(encoder.negative_slope),
             "hidden": np.asarray(encoder.hidden, dtype=np.int64),
         }
+    elif isinstance(encoder, BilinearEncoder):
+        enc = {"kind": "bilinear", "rank": int(encoder.rank)}
     else:
         enc = {"kind": "custom", "class_name": type(encoder).__name__}
     enc["n_inputs"] = int(model.n_inputs_)
@@ -265,7 +267,7 @@ def decode_model(reg: Mapping, encoder=None):
     """
     import torch
 
-    from ._encoder import HomogeneousMLP
+    from ._encoder import BilinearEncoder, HomogeneousMLP
     from ._estimator import GlassBoxUMAP
 
     reg = _current(reg)
@@ -340,6 +342,24 @@ def decode_model(reg: Mapping, encoder=None):
             activation=activation,
             negative_slope=_as_float(_field(enc, "negative_slope", "encoder/"), "encoder/negative_slope"),
         )
+    elif kind == "bilinear":
+        if encoder is not None:
+            raise ValueError("This model uses gbumap's bilinear encoder; do not pass encoder=.")
+        rank = _as_int(_field(enc, "rank", "encoder/"), "encoder/rank")
+        raw_state = _field(enc, "state", "encoder/")
+        if not isinstance(raw_state, Mapping):
+            raise RegistryError("Registry field 'encoder/state' must be a mapping of arrays.")
+        n_stored = sum(int(_numeric(v, f"encoder/state/{k}").size) for k, v in raw_state.items())
+        n_needed = rank * (2 * n_inputs + n_outputs)
+        if rank < 1 or n_needed > n_stored:  # checked before allocating, as for the default encoder
+            raise RegistryError(
+                f"Registry bilinear encoder of rank {rank} needs {n_needed} weights but the file stores {n_stored}; "
+                "the file is damaged or was edited."
+            )
+        if params["homogeneity_degree"] != 2:
+            raise RegistryError(f"Registry bilinear encoder has degree {params['homogeneity_degree']}; it must be 2.")
+        module = BilinearEncoder(n_inputs, n_outputs, rank=rank)
+        encoder = "bilinear"
     elif kind == "custom":
         if encoder is None:
             raise RegistryError(

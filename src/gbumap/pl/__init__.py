@@ -13,6 +13,7 @@ AnnData it is given.
 from ._contrast import contrast
 from ._contribution import contribution, feature_bars, mean_contributions
 from ._explore import explore
+from ._interactions import interaction_modules
 from ._oriented import oriented_contributions
 from ._perturb import perturbation
 from ._rank import rank_features
@@ -25,6 +26,7 @@ __all__ = [
     "contribution",
     "explore",
     "feature_bars",
+    "interaction_modules",
     "mean_contributions",
     "oriented_contributions",
     "perturbation",

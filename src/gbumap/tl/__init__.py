@@ -4,6 +4,7 @@ from ._contrast import contrast
 from ._contributions import contributions
 from ._fit import fit
 from ._gene_sets import gene_set_contributions
+from ._interactions import interaction_modules
 from ._knockouts import rank_knockouts
 from ._perturb import perturb
 from ._pipeline import glassbox_umap
@@ -19,6 +20,7 @@ __all__ = [
     "fit",
     "gene_set_contributions",
     "glassbox_umap",
+    "interaction_modules",
     "perturb",
     "quality",
     "randomization_check",
