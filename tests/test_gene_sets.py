@@ -306,3 +306,34 @@ def test_a_single_group_is_refused(pbmc_fitted):
     with pytest.raises(ValueError, match="at least two groups"):
         gbumap.tl.gene_set_contributions(pbmc_fitted, GMT, groupby="one")
     assert_unchanged(pbmc_fitted, before)
+
+
+def test_drop_small_skips_unseen_sets_records_them_and_round_trips(pbmc_fitted, tmp_path):
+    import anndata as ad
+
+    sets = {"monocyte": ["LYZ", "CST3", "FCN1"], "absent": ["NOT_A_GENE_1", "NOT_A_GENE_2"], "one": ["CD74", "XYZ"]}
+    before = snapshot(pbmc_fitted)
+    with pytest.raises(ValueError, match="drop_small=True"):
+        gbumap.tl.gene_set_contributions(pbmc_fitted, sets)
+    assert_unchanged(pbmc_fitted, before)
+    gbumap.tl.gene_set_contributions(pbmc_fitted, sets, min_genes=2, drop_small=True)
+    result = pbmc_fitted.uns["gene_sets_gbumap"]
+    assert list(result["sets"].index) == ["monocyte"]
+    assert sorted(result["dropped"]) == ["absent", "one"]
+    assert pbmc_fitted.obsm["gene_sets_gbumap"].shape[2] == 1
+    pbmc_fitted.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    assert sorted(back.uns["gene_sets_gbumap"]["dropped"]) == ["absent", "one"]
+    # nothing left: still an error
+    with pytest.raises(ValueError, match="absent"):
+        gbumap.tl.gene_set_contributions(pbmc_fitted, {"absent": ["NOT_A_GENE_1"]}, drop_small=True, key_added="x")
+    assert "x" not in pbmc_fitted.uns
+
+
+def test_nothing_dropped_round_trips(pbmc_fitted, tmp_path):
+    import anndata as ad
+
+    gbumap.tl.gene_set_contributions(pbmc_fitted, {"monocyte": ["LYZ", "CST3"]})
+    assert len(pbmc_fitted.uns["gene_sets_gbumap"]["dropped"]) == 0
+    pbmc_fitted.write_h5ad(tmp_path / "a.h5ad")
+    assert len(ad.read_h5ad(tmp_path / "a.h5ad").uns["gene_sets_gbumap"]["dropped"]) == 0

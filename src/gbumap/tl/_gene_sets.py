@@ -76,8 +76,14 @@ def _as_gene_sets(gene_sets: GeneSets) -> dict[str, list[str]]:
     return sets
 
 
-def _match_sets(sets: dict[str, list[str]], feature_names: np.ndarray, min_genes: int) -> _Sets:
-    """The model's genes in each set; sets with fewer than ``min_genes`` of them raise."""
+def _match_sets(
+    sets: dict[str, list[str]], feature_names: np.ndarray, min_genes: int, drop_small: bool = False
+) -> tuple[_Sets, list[str]]:
+    """The model's genes in each set, and the names of the sets dropped for holding fewer than ``min_genes``.
+
+    Short sets raise, unless ``drop_small``; then only a library with no set
+    left raises.
+    """
     index = pd.Index(feature_names)
     seen = []
     for genes in sets.values():
@@ -85,16 +91,22 @@ def _match_sets(sets: dict[str, list[str]], feature_names: np.ndarray, min_genes
         seen.append(positions[positions >= 0].astype(np.int64))
     matched = _Sets(list(sets), np.array([len(g) for g in sets.values()], dtype=np.int64), seen)
     short = [(n, size, k) for n, size, k in zip(matched.names, matched.size, matched.n_seen) if k < min_genes]
+    if short and drop_small and len(short) < len(matched.names):
+        keep = matched.n_seen >= min_genes
+        kept = _Sets(
+            [n for n, k in zip(matched.names, keep) if k], matched.size[keep], [g for g, k in zip(seen, keep) if k]
+        )
+        return kept, [n for n, _, _ in short]
     if short:
         listed = "; ".join(f"{n!r} lists {size} genes, {k} of them in the model" for n, size, k in short[:10])
         more = f" (and {len(short) - 10} more)" if len(short) > 10 else ""
         raise ValueError(
             f"{len(short)} gene set(s) have fewer than min_genes={min_genes} of the model's {len(feature_names)} "
             f"genes: {listed}{more}. Only genes the model was trained on have contributions; drop these sets "
-            "(or lower min_genes, at least 1), or check that the set uses the same gene identifiers as "
-            "var_names (symbols vs Ensembl IDs, species)."
+            "(or lower min_genes, at least 1; drop_small=True skips them), or check that the set uses the same "
+            "gene identifiers as var_names (symbols vs Ensembl IDs, species)."
         )
-    return matched
+    return matched, []
 
 
 def _check_positive(value, name: str) -> int:
@@ -246,6 +258,7 @@ def gene_set_contributions(
     groupby: str | None = None,
     n_top: int = 50,
     min_genes: int = 1,
+    drop_small: bool = False,
     key_added: str | None = None,
     batch_size: int = 4096,
     copy: bool = False,
@@ -289,7 +302,13 @@ def gene_set_contributions(
         How many of each group's top genes are tested for enrichment.
     min_genes
         Fewest of the model's genes a set must hold; sets with fewer raise
-        an error naming them.
+        an error naming them, unless ``drop_small``.
+    drop_small
+        Skip the sets with fewer than ``min_genes`` of the model's genes
+        instead of raising (their names are kept in
+        ``uns[key_added]["dropped"]``): for large libraries (e.g. an MSigDB
+        collection against a few thousand highly variable genes). A library
+        with no set left still raises.
     key_added
         ``obsm`` and ``uns`` key of the result (default ``"gene_sets_<key>"``).
     batch_size
@@ -305,9 +324,10 @@ def gene_set_contributions(
         ``(n_cells, n_axes, n_sets)`` float32: each set's contribution to
         each cell's coordinates.
     ``uns[key_added]``
-        ``params``, and ``sets``: a DataFrame indexed by set name with
+        ``params``; ``sets``: a DataFrame indexed by set name with
         ``size`` (distinct genes listed), ``n_seen`` (of them, genes the
-        model saw) and ``genes`` (those genes, comma-separated).
+        model saw) and ``genes`` (those genes, comma-separated); and
+        ``dropped``: the names of the sets skipped by ``drop_small``.
         With ``groupby`` it also holds the ranking, one record-array field
         per group in rank order, as ``sc.tl.rank_genes_groups`` writes:
         ``names`` (sets), ``scores`` (mean L2 contribution in the group),
@@ -341,7 +361,7 @@ def gene_set_contributions(
     n_top = _check_positive(n_top, "n_top")
     min_genes = _check_positive(min_genes, "min_genes")
     feature_names = np.asarray(view.feature_names).astype(str)
-    sets = _match_sets(_as_gene_sets(gene_sets), feature_names, min_genes)
+    sets, dropped = _match_sets(_as_gene_sets(gene_sets), feature_names, min_genes, bool(drop_small))
     if groupby is not None:
         check_groupby(adata, groupby)
     sums = None if groupby is None else _group_sums(adata, groupby, len(sets.names), len(feature_names))
@@ -363,6 +383,7 @@ def gene_set_contributions(
             "n_sets": len(sets.names),
         },
         "sets": sets.table(feature_names),
+        "dropped": np.asarray(dropped, dtype=str),
     }
     if sums is not None:
         result["params"].update(
