@@ -101,6 +101,20 @@ class HomogeneousMLP(nn.Module):
             h = self._activate(i, lin(h))
         return self.linears[-1](h)
 
+    def forward_with_signs(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward(z)`` and which hidden units are active (pre-activation > 0), ``(n, Σ hidden)``.
+
+        Two inputs with the same sign pattern lie in one linear region, where
+        ``f`` is exactly linear.
+        """
+        h = z * self.input_scale
+        signs = []
+        for i, lin in enumerate(self.linears[:-1]):
+            pre = lin(h)
+            signs.append(pre > 0)
+            h = self._activate(i, pre)
+        return self.linears[-1](h), torch.cat(signs, dim=1)
+
     def jacobian(self, z: torch.Tensor) -> torch.Tensor:
         """Exact Jacobian ``df/dz`` for each row of ``z``, shape ``(n, n_outputs, n_inputs)``.
 

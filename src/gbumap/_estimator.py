@@ -361,10 +361,13 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
 
     def _input_divisor(self, z: np.ndarray) -> np.ndarray:
         """Per-cell divisor ``s`` of ``input_norm`` (1 for ``"none"``), shape ``(n, 1)``."""
+        return self._divisor_from_norm2(np.einsum("ij,ij->i", z, z)[:, None])
+
+    def _divisor_from_norm2(self, norm2: np.ndarray) -> np.ndarray:
+        """The divisor ``s`` from squared input norms ``|z|²`` of any shape (1 for ``"none"``)."""
         if self.input_norm_offset_ is None:
-            return np.ones((z.shape[0], 1))
-        norm2 = np.einsum("ij,ij->i", z, z)[:, None]
-        divisor = np.sqrt(norm2 + self.input_norm_offset_**2)
+            return np.ones_like(norm2)
+        divisor = np.sqrt(np.maximum(norm2, 0.0) + self.input_norm_offset_**2)
         divisor[divisor == 0] = 1.0  # only the baseline cell itself under "l2": z = 0 either way
         return divisor
 

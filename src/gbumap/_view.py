@@ -118,7 +118,7 @@ class ModelView:
         if feature_idx is not None:
             comps = None if comps is None else comps[:, feature_idx]
             baseline = baseline[feature_idx]
-        stored = self._stored_jacobian(adata, jacobian)
+        stored = self.stored_jacobian(adata, jacobian)
         for start in range(0, len(obs_idx), batch_size):
             rows = obs_idx[start : start + batch_size]
             block = self.matrix(adata, rows=rows)
@@ -156,7 +156,7 @@ class ModelView:
         expression = np.zeros(n_features)
         # without PCA: Σ_i J ⊙ (x − b) directly; with it, (features × axes·inputs): Σ_i (x[i] − b) ⊗ J[i]
         folded = None if est.components_ is None else np.zeros((n_features, n_axes * est.n_inputs_))
-        for rows, block, jac in self._jacobian_batches(adata, obs_idx, batch_size, jacobian):
+        for rows, block, jac in self.jacobian_batches(adata, obs_idx, batch_size, jacobian):
             jac = jac.astype(np.float64)
             jac_sum += jac.sum(axis=0)
             expression += np.asarray(block.sum(axis=0)).ravel()
@@ -177,13 +177,13 @@ class ModelView:
         comps = self.estimator.components_
         return jacobian if comps is None else jacobian @ comps.astype(np.float64)
 
-    def _jacobian_batches(
+    def jacobian_batches(
         self, adata: AnnData, obs_idx: np.ndarray, batch_size: int, jacobian: np.ndarray | None
     ) -> Iterator[tuple[np.ndarray, Matrix, np.ndarray]]:
         """Yield ``(rows, input block, Jacobians)``: stored ones when present, else computed."""
         batch_size = check_batch_size(batch_size)
         est = self.estimator
-        stored = self._stored_jacobian(adata, jacobian)
+        stored = self.stored_jacobian(adata, jacobian)
         for start in range(0, len(obs_idx), batch_size):
             rows = obs_idx[start : start + batch_size]
             block = self.matrix(adata, rows=rows)
@@ -194,7 +194,7 @@ class ModelView:
                 block = np.asarray(block, dtype=np.float64)
             yield rows, block, jac
 
-    def _stored_jacobian(self, adata: AnnData, jacobian: np.ndarray | None) -> np.ndarray | None:
+    def stored_jacobian(self, adata: AnnData, jacobian: np.ndarray | None = None) -> np.ndarray | None:
         """The Jacobians to reuse (``jacobian``, else ``obsm``), checked against the model; ``None`` to compute."""
         est = self.estimator
         stored = jacobian

@@ -50,7 +50,7 @@ def _group_centres(
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{group: (mean contributions (axes, genes), mean position (axes,))}`` for the groups named."""
     emb = _embedding(adata, view)
-    jacobian = view._stored_jacobian(adata, None)
+    jacobian = view.stored_jacobian(adata)
     centres = {}
     for name in names:
         rows = np.flatnonzero(labels == name)

@@ -175,7 +175,7 @@ def contrast(
         raise ValueError(f"Groups with fewer than 2 cells cannot be contrasted: {too_small}.")
 
     emb = np.asarray(adata.obsm[view.embedding_key], dtype=np.float64)
-    jacobian = view._stored_jacobian(adata, None)
+    jacobian = view.stored_jacobian(adata)
     members = {name: labelled[masks[name]] for name in named}
     sums = {name: view.group_sums(adata, rows, batch_size, jacobian) for name, rows in members.items()}
     if reference == "rest":

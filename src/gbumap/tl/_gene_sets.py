@@ -368,7 +368,7 @@ def gene_set_contributions(
 
     terms = _set_terms(view, sets)
     values = np.empty((adata.n_obs, view.estimator.n_components, len(sets.names)), dtype=np.float32)
-    for rows, block, jac in view._jacobian_batches(adata, np.arange(adata.n_obs), batch_size, None):
+    for rows, block, jac in view.jacobian_batches(adata, np.arange(adata.n_obs), batch_size, None):
         batch = _set_contributions(block, jac, view, terms)
         values[rows] = batch
         if sums is not None:

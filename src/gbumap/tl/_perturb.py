@@ -158,15 +158,6 @@ def shifted_input(est, z: np.ndarray, gene_idx: np.ndarray, delta: np.ndarray) -
     return z + delta @ est.components_[:, gene_idx].T.astype(np.float64)
 
 
-def divisor_from_norm2(est, norm2: np.ndarray) -> np.ndarray:
-    """``s`` from ``|z|²`` (any shape), as ``GlassBoxUMAP._input_divisor`` computes it from ``z``."""
-    if est.input_norm_offset_ is None:
-        return np.ones_like(norm2)
-    divisor = np.sqrt(np.maximum(norm2, 0.0) + est.input_norm_offset_**2)
-    divisor[divisor == 0] = 1.0
-    return divisor
-
-
 def is_default_encoder(est) -> bool:
     from .._encoder import HomogeneousMLP
 
@@ -174,11 +165,7 @@ def is_default_encoder(est) -> bool:
 
 
 def encode(est, u: np.ndarray):
-    """``f(u)`` and, for the default encoder, the sign (pre-activation > 0) of every hidden unit (a tensor).
-
-    The same operations as ``HomogeneousMLP.forward``, recording the
-    pre-activations on the way; other encoders are simply called.
-    """
+    """``f(u)`` and, for the default encoder, the sign (pre-activation > 0) of every hidden unit (a tensor)."""
     import torch  # imported here: ``import gbumap.tl`` stays light
 
     module = est.encoder_
@@ -186,13 +173,8 @@ def encode(est, u: np.ndarray):
         h = torch.from_numpy(np.ascontiguousarray(u)).to(est.device_)
         if not is_default_encoder(est):
             return module(h).cpu().numpy().astype(np.float64), None
-        h = h * module.input_scale
-        signs = []
-        for i, lin in enumerate(module.linears[:-1]):
-            pre = lin(h)
-            signs.append(pre > 0)
-            h = module._activate(i, pre)
-        return module.linears[-1](h).cpu().numpy().astype(np.float64), torch.cat(signs, dim=1)
+        out, signs = module.forward_with_signs(h)
+        return out.cpu().numpy().astype(np.float64), signs
 
 
 def encode_pair(est, u: np.ndarray, u_new: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -205,11 +187,10 @@ def encode_pair(est, u: np.ndarray, u_new: np.ndarray) -> tuple[np.ndarray, np.n
 
 def stored_jacobian(adata: AnnData, view: ModelView):
     """``obsm["<key>_jacobian"]`` when it has the model's shape, else ``None`` (then it is recomputed)."""
-    est = view.estimator
-    stored = adata.obsm.get(view.jacobian_key)
-    if stored is None or tuple(stored.shape) != (adata.n_obs, est.n_components, est.n_inputs_):
+    try:
+        return view.stored_jacobian(adata)
+    except ValueError:  # another model's Jacobians: perturbation recomputes rather than refusing
         return None
-    return stored
 
 
 def jacobian_at(
