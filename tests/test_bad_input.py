@@ -308,12 +308,98 @@ def _(ctx):
     return _with(a, lambda a: gbumap.tl.fit(a, **FIT))
 
 
-@bad("fit/backed_mode", ValueError, r"backed mode.*adata = adata\.to_memory\(\)")
+@works("fit/backed_mode_reads_x_in_chunks")
 def _(ctx):
     path = ctx.tmp / "backed.h5ad"
     tiny(sparse=True).write_h5ad(path)
+    before = fingerprint(path)
     a = ad.read_h5ad(path, backed="r")
+    gbumap.tl.fit(a, **FIT)
+    memory = tiny(sparse=True)
+    gbumap.tl.fit(memory, **FIT)
+    np.testing.assert_array_equal(a.obsm["X_gbumap"], memory.obsm["X_gbumap"])
+    exact(a)
+    assert fingerprint(path) == before
+
+
+@bad("est/dask_unknown_chunks", ValueError, r"unknown chunk sizes.*compute_chunk_sizes\(\)")
+def _(ctx):
+    import dask.array as da
+
+    values = np.asarray(tiny().X)
+    X = da.from_array(values, chunks=(40, -1))
+    X = X[X[:, 0] >= 0]  # boolean row indexing: Dask no longer knows the chunk sizes (AnnData refuses it)
+    return values, lambda: gbumap.GlassBoxUMAP(**FIT).fit(X)
+
+
+@bad("fit/dask_chunks_too_large", ValueError, r"row chunks of up to 120 cells.*rechunk\(\(")
+def _(ctx):
+    import dask.array as da
+
+    import gbumap._dask
+
+    a = tiny()
+    a.X = da.from_array(a.X, chunks=(-1, -1))
+    original = gbumap._dask.available_memory
+    gbumap._dask.available_memory = lambda: 64 * 1024  # a machine with 64 KiB free
+
+    def run(a):
+        try:
+            gbumap.tl.fit(a, **FIT)
+        finally:
+            gbumap._dask.available_memory = original
+
+    return _with(a, run)
+
+
+@bad("fit/dask_nan", ValueError, r"X contains 1 NaN and 0 infinite")
+def _(ctx):
+    import dask.array as da
+
+    a = tiny()
+    values = a.X.copy()
+    values[100, 3] = np.nan  # in the last chunk
+    a.X = da.from_array(values, chunks=(50, -1))
     return _with(a, lambda a: gbumap.tl.fit(a, **FIT))
+
+
+@bad("contributions/store_backed_read_only", ValueError, r"opened read-only \(backed='r'\).*backed='r\+'")
+def _(ctx):
+    path = ctx.tmp / "fitted.h5ad"
+    ctx.fitted.write_h5ad(path)
+    a = ad.read_h5ad(path, backed="r")
+    return path, lambda: gbumap.tl.contributions(a, store=path, verbose=False)
+
+
+@bad("contributions/store_failure_leaves_no_partial_array", ValueError, r"X contains 1 NaN")
+def _(ctx):
+    import dask.array as da
+
+    import zarr
+
+    store = ctx.tmp / "results.zarr"
+    zarr.open_group(str(store), mode="w")
+    a = ctx.fitted
+    values = np.asarray(a.X).copy()
+    values[110, 5] = np.nan  # the last chunk fails after the first ones were written
+    a.X = da.from_array(values, chunks=(30, -1))
+    del a.obsm["gbumap_jacobian"]
+
+    def run():
+        try:
+            gbumap.tl.contributions(a, store=store, verbose=False)
+        finally:
+            assert "obsm" not in zarr.open_group(str(store), mode="r") or not list(
+                zarr.open_group(str(store), mode="r")["obsm"].keys()
+            ), "a partial array was left in the store"
+            assert "gbumap_jacobian" not in a.obsm
+
+    return a, run
+
+
+@bad("contributions/store_not_a_store", ValueError, r"store must be a zarr directory.*\.h5ad")
+def _(ctx):
+    return _with(ctx.fitted, lambda a: gbumap.tl.contributions(a, store=ctx.tmp / "results.txt", verbose=False))
 
 
 @bad("fit/missing_layer", KeyError, r"layer 'lognorm' not found\. Available layer keys: 'counts'")
@@ -606,12 +692,14 @@ def _(ctx):
     return _with(a, lambda a: gbumap.get.contributions(a))
 
 
-@bad("get/contributions_backed", ValueError, r"backed mode.*to_memory")
+@works("get/contributions_backed")
 def _(ctx):
     path = ctx.tmp / "fitted.h5ad"
     ctx.fitted.write_h5ad(path)
     a = ad.read_h5ad(path, backed="r")
-    return _with(a, lambda a: gbumap.get.contributions(a, genes="gene1"))
+    np.testing.assert_array_equal(
+        gbumap.get.contributions(a, genes="gene1"), gbumap.get.contributions(ctx.fitted, genes="gene1")
+    )
 
 
 @works("get/contributions_gene_subset_without_pca")

@@ -43,8 +43,11 @@ def test_terms_sum_to_the_centroid_shift_and_match_numpy(pbmc_fitted, reference)
     assert table["scores"].sum() == pytest.approx(length, rel=1e-5)
     assert table["share"].sum() == pytest.approx(1.0, rel=1e-5)
 
-    # every gene's score equals the independent projection, and the order follows it
-    np.testing.assert_allclose(table.set_index("names")["scores"], along.loc[table["names"]], rtol=1e-6, atol=1e-9)
+    # every gene's score equals the independent projection (to float32 rounding of the shift's length,
+    # the two sums run in different orders), and the order follows it
+    np.testing.assert_allclose(
+        table.set_index("names")["scores"], along.loc[table["names"]], rtol=1e-6, atol=1e-8 * length
+    )
     assert (np.diff(table["scores"].to_numpy()) <= 0).all()
     across = np.linalg.norm(terms - np.outer(delta / length, along.to_numpy()), axis=0)
     expected_across = pd.Series(across, index=along.index).loc[table["names"]]

@@ -193,7 +193,7 @@ def test_first_order_is_exact_without_activation_flips(pbmc_fitted):
     exact = est.transform(edited).astype(np.float64) - f_u
     gap = np.abs(exact - predicted).max(axis=1)
     assert gap[clean].max() <= 1e-5 * scale, f"no flip, yet first order off by {gap[clean].max() / scale:.1e}"
-    assert gap[changed & (flips > 0)].max() > 1e-3 * scale  # flips do matter somewhere
+    assert gap[changed & (flips > 0)].max() > 1e-4 * scale  # flips do matter somewhere (10× the exactness bound)
     # agreement: the fraction of changed cells within 1e-4 × max|embedding|
     agree = np.linalg.norm(exact - predicted, axis=1)[changed] <= 1e-4 * scale
     assert abs(result["agreement"] - agree.mean()) <= 1.5 / changed.sum()

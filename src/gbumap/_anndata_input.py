@@ -83,11 +83,21 @@ def _raw_matrix(adata: AnnData, spec: InputSpec):
     if adata.X is None:
         raise ValueError("adata.X is None; pass layer= or use_rep= to choose the input.")
     if adata.isbacked:
-        raise ValueError(
-            f"adata is in backed mode (X stays on disk in {adata.filename}); gbumap reads X in memory. "
-            "Load it first with adata = adata.to_memory(), or read the file without backed=."
-        )
+        return backed_as_dask(adata)
     return adata.X
+
+
+def backed_as_dask(adata: AnnData):
+    """The ``X`` of a backed AnnData as a Dask array over the open file (rows of about 64 MiB, dense)."""
+    try:
+        from anndata.experimental import read_elem_lazy
+    except ImportError as err:  # anndata < 0.11
+        raise ValueError(
+            f"adata is in backed mode (X stays on disk in {adata.filename}); reading it in chunks needs "
+            "anndata >= 0.11 and dask. Upgrade them, or load it with adata = adata.to_memory()."
+        ) from err
+    rows = max(1024, min(adata.n_obs, 2**24 // max(adata.n_vars, 1)))
+    return read_elem_lazy(adata.file["X"], chunks=(rows, adata.n_vars))
 
 
 def resolve_input(
@@ -147,6 +157,7 @@ def feature_matrix(
     features: np.ndarray | None = None,
     fill: dict[str, float] | None = None,
     rows: np.ndarray | slice | None = None,
+    lazy: bool = False,
 ) -> tuple[Matrix, np.ndarray]:
     """The input matrix and its feature names, optionally restricted to ``features``.
 
@@ -156,10 +167,18 @@ def feature_matrix(
     result to those cells before any column selection, so that streaming
     callers never copy more than one batch. When ``features`` are all of
     ``var_names`` in order, the matrix is returned without a column copy.
+
+    Input held as a Dask array (or a backed ``X``) stays lazy with
+    ``lazy=True`` (for the callers that pass over it chunk by chunk); otherwise
+    the selected rows are read into memory.
     """
+    from ._dask import is_dask_array
+
     raw = _raw_matrix(adata, spec)
     if rows is not None:
         raw = raw.iloc[rows] if isinstance(raw, pd.DataFrame) else raw[rows]
+    if is_dask_array(raw) and not lazy:
+        raw = raw.compute()
     if spec.use_rep is not None:
         names = np.array([f"{spec.use_rep}_{i + 1}" for i in range(np.asarray(raw).shape[1])])
         if isinstance(raw, pd.DataFrame):
@@ -193,11 +212,18 @@ def feature_matrix(
     if not absent.any():
         return mat, features
     values = np.array([fill[g] for g in features[absent]], dtype=mat.dtype)
-    constant = sp.csr_matrix(np.broadcast_to(values, (mat.shape[0], len(values))))
     order = np.argsort(np.concatenate([present, np.flatnonzero(absent)]), kind="stable")
+    if is_dask_array(mat):
+        filled = mat.map_blocks(_with_constant_columns, values, order, chunks=(mat.chunks[0], (len(features),)))
+        return filled, features
+    return _with_constant_columns(mat, values, order), features
+
+
+def _with_constant_columns(mat: Matrix, values: np.ndarray, order: np.ndarray) -> Matrix:
+    """``mat`` with constant columns ``values`` appended, then all columns put in ``order``."""
+    constant = sp.csr_matrix(np.broadcast_to(values, (mat.shape[0], len(values))))
     full = sp.hstack([sp.csr_matrix(mat), constant], format="csc")[:, order]
-    full = sp.csr_matrix(full) if sp.issparse(mat) else full.toarray()
-    return full, features
+    return sp.csr_matrix(full) if sp.issparse(mat) else full.toarray()
 
 
 def select_obs(adata: AnnData, obs) -> np.ndarray:
@@ -259,11 +285,12 @@ def sharing_arrays(adata: AnnData, *, obs_columns=None, uns_keys=None) -> AnnDat
     New keys written into it never reach ``adata``, and nothing is copied (a
     deep copy would hold a second ``X`` in memory); gbumap never writes into
     existing arrays. ``obs_columns`` and ``uns_keys`` keep only those entries.
+    A backed ``X`` becomes a Dask array over the file.
     """
     obs = adata.obs if obs_columns is None else adata.obs[list(obs_columns)].copy()
     uns = dict(adata.uns) if uns_keys is None else {k: adata.uns[k] for k in uns_keys if k in adata.uns}
     return AnnData(
-        X=adata.X,
+        X=backed_as_dask(adata) if adata.isbacked else adata.X,
         obs=obs,
         var=adata.var,
         uns=uns,
@@ -333,18 +360,18 @@ def choose_input(
             raise ValueError("pca_components cannot be combined with use_rep; the representation is already reduced.")
         found = _scanpy_loadings(adata, use_rep, n_cols)
         if isinstance(found, str):
-            matrix, names = feature_matrix(adata, spec)
+            matrix, names = feature_matrix(adata, spec, lazy=True)
             choice = InputChoice(matrix[:, :n_cols], names[:n_cols], spec, params, attribution="representation",
                                  why_not_genes=found)
         else:
             genes, components = found
             names = adata.var_names.to_numpy().astype(str)[genes]
-            matrix, names = feature_matrix(adata, InputSpec(), names)
+            matrix, names = feature_matrix(adata, InputSpec(), names, lazy=True)
             choice = InputChoice(matrix, names, InputSpec(), params, components=components,
                                  projection_source=f"scanpy:{use_rep}")
         rep_name = use_rep
     else:
-        matrix, names = feature_matrix(adata, spec)
+        matrix, names = feature_matrix(adata, spec, lazy=True)
         if mask is not None:
             matrix, names = matrix[:, np.flatnonzero(mask)], names[mask]
         if "pca_components" not in params:
@@ -409,11 +436,15 @@ def _scanpy_loadings(adata: AnnData, use_rep: str, n_cols: int) -> tuple[np.ndar
         return "varm['PCs'] has no usable loadings"
     if adata.X is None:
         return "adata.X is missing"
-    X = adata.X[:, genes]
-    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+    from ._dask import column_stats, is_dask_array
+
+    X = _raw_matrix(adata, InputSpec())[:, genes]
     rng = np.random.default_rng(0)
     cells = np.sort(rng.choice(adata.n_obs, size=min(_VERIFY_CELLS, adata.n_obs), replace=False))
-    block = X[cells]
+    if is_dask_array(X):
+        mean, block = column_stats(X), X[cells].compute()
+    else:
+        mean, block = np.asarray(X.mean(axis=0), dtype=np.float64).ravel(), X[cells]
     block = block.toarray() if sp.issparse(block) else np.asarray(block)
     proj = (block.astype(np.float64) - mean) @ loadings[genes]
     stored = np.asarray(adata.obsm[use_rep], dtype=np.float64)[cells, :n_cols]

@@ -16,6 +16,7 @@ from torch import nn
 
 from ._attribution import Reduction, contributions_from_jacobian, reconstruction_gap, reduce_contributions
 from ._encoder import BilinearEncoder, HomogeneousMLP, check_homogeneous, encoder_jacobian
+from ._dask import column_stats, compute, is_dask_array, map_row_chunks, row_chunked, store_rows
 from ._progress import progress_bar
 from ._validation import Matrix, as_matrix
 
@@ -142,6 +143,26 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         same loop in plain PyTorch; ``"auto"`` uses Lightning on GPUs and plain
         PyTorch on the CPU, where Fabric adds a few seconds of import time and
         nothing else a single-device loop needs. Both give the same result.
+    devices
+        Number of training processes. ``1`` (the default) trains in this
+        process. ``devices > 1`` trains under Lightning Fabric's DDP strategy
+        (gloo on the CPU, NCCL on CUDA with one GPU per process; not on MPS):
+        each process samples its own ``batch_size`` edges per step (seed
+        ``random_state + rank``), the gradients are averaged over the processes
+        and all of them run the same ``n_steps``, so a step sees ``devices ×
+        batch_size`` edges; the result therefore differs from a one-process
+        fit. When the process was started by a launcher (``WORLD_SIZE`` set,
+        e.g. ``torchrun --nproc_per_node=N``; it must equal ``devices``), every
+        launched process calls ``fit`` itself and trains its rank in place,
+        ending with the same weights. Otherwise ``fit`` spawns ``devices``
+        worker processes (``strategy="ddp_spawn"``) and loads rank 0's trained
+        weights into ``encoder_``; a script must then guard its entry point
+        with ``if __name__ == "__main__":``, and a custom ``encoder`` must be
+        picklable. The PCA and the graph are computed before training, in
+        each launched process or once in the spawning one. ``checkpoint_path``
+        is not supported with ``devices > 1``. ``training_info_`` records
+        ``devices`` and the ``strategy`` (``"single_device"``, ``"ddp"`` or
+        ``"ddp_spawn"``).
     dtype
         ``"float32"`` or ``"float64"`` for the encoder and its Jacobians.
     training_precision
@@ -163,7 +184,8 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         "state_dict", "step", "n_steps", "interrupted", "n_inputs",
         "n_components"}`` (tensors and plain Python values only), so it loads
         with ``torch.load(path, weights_only=True)``. ``None`` (the default)
-        writes nothing. It is not stored in the AnnData model registry.
+        writes nothing. It is not stored in the AnnData model registry. Not
+        supported with ``devices > 1`` (``fit`` raises a ``ValueError``).
 
     Attributes
     ----------
@@ -182,7 +204,9 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
     a_, b_
         Parameters of the low-dimensional similarity curve.
     timings_
-        Seconds spent in each stage of ``fit``.
+        Seconds spent in each stage of ``fit``: ``pca`` (with its passes
+        ``pca_means``, ``pca_svd``, ``pca_projection``), ``graph`` (with the
+        neighbour search ``graph_knn``), ``training`` and ``embed``.
 
     Examples
     --------
@@ -224,6 +248,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         training_precision: Literal["auto", "full", "bf16-mixed"] = "auto",
         verbose: bool = False,
         checkpoint_path: str | os.PathLike | None = None,
+        devices: int = 1,
     ) -> None:
         self.n_neighbors = n_neighbors
         self.n_components = n_components
@@ -251,6 +276,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         self.training_precision = training_precision
         self.verbose = verbose
         self.checkpoint_path = checkpoint_path
+        self.devices = devices
 
     # ------------------------------------------------------------------ checks
     def _check_params(self, n_cells: int | None = None) -> None:
@@ -264,6 +290,17 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         positive_int("negative_sample_rate", self.negative_sample_rate, 0)
         positive_int("batch_size", self.batch_size, 1)
         positive_int("homogeneity_degree", self.homogeneity_degree, 1)
+        positive_int("devices", self.devices, 1)
+        if self.devices > 1 and str(self.accelerator).lower() == "mps":
+            raise ValueError(
+                f"devices={self.devices} is not supported with accelerator='mps' (no multi-process backend); "
+                "use devices=1, or accelerator='cpu' to train in several CPU processes."
+            )
+        if self.devices > 1 and self.checkpoint_path is not None:
+            raise ValueError(
+                f"checkpoint_path is not supported with devices={self.devices}; "
+                "use devices=1 to write a checkpoint, or checkpoint_path=None."
+            )
         if self.n_steps is not None:
             positive_int("n_steps", self.n_steps, 1)
         if self.pca_components is not None:
@@ -399,7 +436,9 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X
-            ``(n_cells, n_features)`` dense array, SciPy sparse matrix or torch tensor.
+            ``(n_cells, n_features)`` dense array, SciPy sparse matrix, torch
+            tensor or Dask array (read chunk by chunk: means, PCA and
+            projection are passes over its row chunks; see :doc:`/scale`).
             Any numeric dtype is accepted and converted to ``dtype`` without
             modifying ``X``; NaN or infinite values raise a ``ValueError``.
             Unlike :func:`gbumap.tl.fit`, the estimator does not warn about
@@ -429,14 +468,18 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         X = as_matrix(X, name="X", dtype=self.numpy_dtype)
         self._check_params(X.shape[0])
         device = resolve_device(self.accelerator)
+        if self.devices > 1:
+            from ._distributed import check_devices
+
+            device = check_devices(int(self.devices), device)  # before any work; per-rank GPU when launched
         seed = 0 if self.random_state is None else int(self.random_state)
 
         t0 = time.perf_counter()
-        Z_raw = self._fit_projection(X, components, seed)
+        Z_raw = self._fit_projection(X, components, seed, timings)
         timings["pca"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        self.graph_ = self._fit_graph(Z_raw, graph, knn, seed)
+        self.graph_ = self._fit_graph(Z_raw, graph, knn, seed, timings)
         self.a_, self.b_ = find_ab_params(self.spread, self.min_dist)
         Z_np = self._scale_rows(Z_raw)
         del Z_raw
@@ -464,6 +507,8 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             "learning_rate": result.learning_rate,
             "precision": result.extra["precision"],
             "engine": result.extra["engine"],
+            "devices": result.extra["devices"],
+            "strategy": result.extra["strategy"],
         }
         t0 = time.perf_counter()
         self.embedding_ = self._embed(Z_np)
@@ -472,36 +517,59 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         return self
 
     # ------------------------------------------------------------------ the steps of fit
-    def _fit_projection(self, X: Matrix, components: np.ndarray | None, seed: int) -> np.ndarray:
-        """Baseline, PCA loadings and input scale from ``X``; returns the unscaled encoder input ``z``."""
+    def _fit_projection(
+        self, X: Matrix, components: np.ndarray | None, seed: int, timings: dict[str, float] | None = None
+    ) -> np.ndarray:
+        """Baseline, PCA loadings and input scale from ``X``; returns the unscaled encoder input ``z``.
+
+        ``timings`` receives the seconds of its three passes: ``pca_means``, ``pca_svd`` and ``pca_projection``.
+        """
         from ._pca import randomized_pca
 
+        timings = {} if timings is None else timings
+        t0 = time.perf_counter()
         n_cells, n_features = X.shape
+        # Accumulate in float64, so a constant feature gets exactly its value as baseline
+        # (offset 0, contribution exactly 0; a float32 running sum does not guarantee it),
+        # then round to the model's dtype, so that input filled with the baseline (e.g.
+        # tl.transform(fill_missing="baseline")) also gives an offset of exactly 0.
+        # The same chunked float64 sums for data in memory or on disk (SciPy's sparse mean in float64
+        # accumulates in float32), so both give the same baseline; for Dask input this pass also
+        # checks every value for NaN/inf.
+        mean = column_stats(X if is_dask_array(X) else row_chunked(X), verbose=self.verbose)
         if self.baseline == "mean":
-            # Accumulate in float64, so a constant feature gets exactly its value as baseline
-            # (offset 0, contribution exactly 0; a float32 running sum does not guarantee it),
-            # then round to the model's dtype, so that input filled with the baseline (e.g.
-            # tl.transform(fill_missing="baseline")) also gives an offset of exactly 0.
-            mean = np.asarray(X.mean(axis=0, dtype=np.float64), dtype=np.float64).ravel()
             baseline = mean.astype(self.numpy_dtype).astype(np.float64)
         else:
             baseline = np.zeros(n_features)
+        timings["pca_means"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         explained = None
         if components is not None:
             components = np.asarray(components, dtype=self.numpy_dtype)
             if components.ndim != 2 or components.shape[1] != n_features:
                 raise ValueError(f"components must have shape (n_pcs, {n_features}); got {components.shape}.")
         elif self.pca_components is not None:
-            center = np.asarray(X.mean(axis=0, dtype=np.float64), dtype=np.float64).ravel()
             components, explained = randomized_pca(
-                X, self.pca_components, center=center.astype(self.numpy_dtype), random_state=seed
+                X, self.pca_components, center=mean.astype(self.numpy_dtype), random_state=seed, verbose=self.verbose
             )
         self._set_projection(n_features, baseline, components, explained, input_norm_offset=None)
-        Z_raw = np.empty((n_cells, self.n_inputs_), dtype=self.numpy_dtype)
-        for rows in _row_batches(n_cells, 65536):
-            Z_raw[rows] = self._offset_projection(X, rows)
+        timings["pca_svd"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        Z_raw = self._projected_rows(X)
         self.input_norm_offset_ = self._fit_input_norm(Z_raw)
+        timings["pca_projection"] = time.perf_counter() - t0
         return Z_raw
+
+    def _projected_rows(self, X) -> np.ndarray:
+        """``z`` of every cell (unscaled, in the model's dtype): one pass over the row chunks of ``X``."""
+        Z_raw = np.empty((X.shape[0], self.n_inputs_), dtype=self.numpy_dtype)
+        chunks = X if is_dask_array(X) else row_chunked(X)
+        store_rows(map_row_chunks(chunks, self._chunk_projection, (self.n_inputs_,), self.numpy_dtype), Z_raw,
+                   verbose=self.verbose)
+        return Z_raw
+
+    def _chunk_projection(self, chunk: Matrix) -> np.ndarray:
+        return self._offset_projection(chunk, slice(0, chunk.shape[0])).astype(self.numpy_dtype)
 
     def _fit_input_norm(self, Z_raw: np.ndarray) -> float | None:
         """The offset ``c`` of ``input_norm`` (0 for ``"l2"``, ``None`` for ``"none"``)."""
@@ -521,8 +589,13 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             out[rows] = z / self._input_divisor(z)
         return out
 
-    def _fit_graph(self, Z_raw: np.ndarray, graph, knn, seed: int) -> sp.csr_matrix:
-        """The fuzzy neighbour graph: given, built from a given kNN, or searched on the unscaled input."""
+    def _fit_graph(
+        self, Z_raw: np.ndarray, graph, knn, seed: int, timings: dict[str, float] | None = None
+    ) -> sp.csr_matrix:
+        """The fuzzy neighbour graph: given, built from a given kNN, or searched on the unscaled input.
+
+        ``timings["graph_knn"]`` receives the seconds of the neighbour search.
+        """
         from ._graph import graph_from_knn, nearest_neighbors
 
         n_cells = Z_raw.shape[0]
@@ -539,9 +612,12 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
                 )
             return graph_from_knn(indices, dists)
         # neighbours of the unscaled input: the scaling only serves the encoder
+        t0 = time.perf_counter()
         indices, dists = nearest_neighbors(
             Z_raw, self.n_neighbors, metric=self.metric, random_state=seed, verbose=self.verbose
         )
+        if timings is not None:
+            timings["graph_knn"] = time.perf_counter() - t0
         return graph_from_knn(indices, dists)
 
     def _build_encoder(self, Z: torch.Tensor, device: torch.device, input_scale: float) -> tuple[nn.Module, int]:
@@ -573,7 +649,8 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         return encoder, degree
 
     def _train(self, encoder: nn.Module, Z: torch.Tensor, graph, device: torch.device, seed: int):
-        """Run the training loop (with the checkpoint callback when ``checkpoint_path`` is set)."""
+        """Run the training loop (with the checkpoint callback when ``checkpoint_path`` is set; in
+        ``devices`` DDP processes when ``devices > 1``, see :mod:`gbumap._distributed`)."""
         from ._checkpoint import CheckpointCallback
         from ._training import TrainingConfig, resolve_precision, train_encoder
 
@@ -594,8 +671,16 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         callbacks = []
         if self.checkpoint_path is not None:
             callbacks.append(CheckpointCallback(self.checkpoint_path, self.n_inputs_, self.n_components))
-        result = train_encoder(encoder, Z, graph, config, callbacks=callbacks)
-        result.extra.update({"precision": config.precision, "engine": config.engine})
+        devices = int(self.devices)
+        if devices > 1:  # always under Lightning Fabric (DDP); checkpoints were refused by _check_params
+            from ._distributed import train_distributed
+
+            config.engine = "lightning"
+            result = train_distributed(encoder, Z, graph, config, devices)
+        else:
+            result = train_encoder(encoder, Z, graph, config, callbacks=callbacks)
+            result.extra["strategy"] = "single_device"
+        result.extra.update({"precision": config.precision, "engine": config.engine, "devices": devices})
         return result
 
     # ------------------------------------------------------------------ state
@@ -674,9 +759,11 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        ``(n_cells, n_components)`` array.
+        ``(n_cells, n_components)`` array; a lazy Dask array of row chunks when ``X`` is a Dask array.
         """
         X = self._checked_input(X)
+        if is_dask_array(X):
+            return map_row_chunks(X, self.transform, (self.n_components,), self.numpy_dtype)
         out = np.empty((X.shape[0], self.n_components), dtype=self.numpy_dtype)
         for rows in _row_batches(X.shape[0], self._inference_batch_size()):
             out[rows] = self._embed(self._encoder_input(X, rows)[0])
@@ -690,9 +777,15 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         contributions follow from it, the loadings and the expression. With
         ``input_norm``, it is the encoder's Jacobian at ``z / s`` divided by
         the cell's divisor ``s`` (held constant), so that it maps the cell's
-        unscaled input ``z`` exactly to its position.
+        unscaled input ``z`` exactly to its position. A Dask array ``X`` gives a
+        lazy Dask array, computed chunk by chunk.
         """
         X = self._checked_input(X)
+        if is_dask_array(X):
+            return map_row_chunks(
+                X, lambda chunk: self.input_jacobian(chunk, batch_size), (self.n_components, self.n_inputs_),
+                self.numpy_dtype,
+            )
         batch_size = batch_size or self._inference_batch_size()
         out = np.empty((X.shape[0], self.n_components, self.n_inputs_), dtype=self.numpy_dtype)
         with progress_bar(X.shape[0], "gbumap jacobians", self.verbose) as bar:
@@ -730,10 +823,16 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        Contributions whose sum over features equals ``transform(X)``.
+        Contributions whose sum over features equals ``transform(X)`` (a lazy
+        Dask array of row chunks when ``X`` is a Dask array).
         """
         X = self._checked_input(X)
         n, g = X.shape
+        if is_dask_array(X):
+            tail = (self.n_components, g) if reduction is None else (g,)
+            return map_row_chunks(
+                X, lambda chunk: self.compute_contributions(chunk, batch_size, reduction), tail, self.numpy_dtype
+            )
         if batch_size is None:
             batch_size = max(1, min(self._inference_batch_size(), 2**25 // max(g * self.n_components, 1)))
         shape = (n, self.n_components, g) if reduction is None else (n, g)
@@ -758,10 +857,19 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             ``max_rel``: that divided by ``max |Z|``.
         """
         X = self._checked_input(X)
+        if is_dask_array(X):
+            per_chunk = map_row_chunks(X, lambda chunk: self._gap_and_scale(chunk, batch_size)[None], (2,), np.float64)
+            (worst,) = compute(per_chunk.max(axis=0), verbose=self.verbose)
+            max_abs, scale = (float(v) for v in worst)
+        else:
+            max_abs, scale = self._gap_and_scale(X, batch_size)
+        return {"max_abs": max_abs, "max_rel": max_abs / (scale or 1.0)}
+
+    def _gap_and_scale(self, X: Matrix, batch_size: int | None) -> np.ndarray:
+        """``max |Σ_g C − Z|`` and ``max |Z|`` over the rows of an in-memory ``X``."""
         emb = self.transform(X).astype(np.float64)
         max_abs = 0.0
         for rows in _row_batches(X.shape[0], 8192):
             contrib = self.compute_contributions(X[rows], batch_size=batch_size)
             max_abs = max(max_abs, reconstruction_gap(contrib, emb[rows]))
-        scale = float(np.abs(emb).max()) or 1.0
-        return {"max_abs": max_abs, "max_rel": max_abs / scale}
+        return np.array([max_abs, float(np.abs(emb).max())])

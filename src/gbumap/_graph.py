@@ -84,7 +84,8 @@ def fuzzy_simplicial_set(knn_indices: np.ndarray, knn_dists: np.ndarray, n_cells
     k = knn_indices.shape[1]
     sigma, rho = _smooth_knn_dist(knn_dists, k)
     shifted = knn_dists.astype(np.float64) - rho[:, None]
-    vals = np.where(shifted <= 0, 1.0, np.exp(-shifted / sigma[:, None]))
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # np.where evaluates both branches
+        vals = np.where(shifted <= 0, 1.0, np.exp(-shifted / sigma[:, None]))
     rows = np.repeat(np.arange(knn_indices.shape[0]), k)
     cols = knn_indices.ravel()
     vals = vals.ravel()

@@ -6,10 +6,12 @@ Four searches, picked by size, metric and format:
 * exact, blocked matrix products ``|a|² + |b|² - 2a·b`` in torch (dense
   euclidean or cosine, up to :data:`EXACT_MATMUL_KNN_MAX_CELLS` cells);
 * clustered (inverted-file) search for larger dense euclidean or cosine data:
-  k-means cells into lists of about :data:`CLUSTER_SIZE`, then search each
-  list's cells among the lists nearest to it and the second-nearest lists of
-  its own cells. Cost grows linearly with the number of cells, and nothing is
-  compiled at run time;
+  k-means cells into lists of about :data:`CLUSTER_SIZE`, search each list's
+  cells among the :data:`N_PROBE` lists nearest to it and the lists that are
+  second-nearest to most of its cells (at most :data:`MAX_EXTRA_LISTS`). Each
+  cell is compared with a bounded number of candidates, so the cost grows
+  linearly with the number of cells (the recall slowly falls instead:
+  ``benchmarks/knn_scale.py``), and nothing is compiled at run time;
 * pynndescent for other metrics and sparse input beyond the exact range.
 
 The matrix-product searches exist because pynndescent's numba JIT costs tens
@@ -28,6 +30,12 @@ EXACT_KNN_MAX_CELLS = 4096
 EXACT_MATMUL_KNN_MAX_CELLS = 20_000
 CLUSTER_SIZE = 512
 N_PROBE = 8
+# Besides the N_PROBE lists nearest to a list, the MAX_EXTRA_LISTS lists that are
+# second-nearest to most of its cells. Taking every second-nearest list, as before, made the
+# candidates per cell grow with the number of lists (45k per cell and 77 lists per list at
+# 300k cells): a search quadratic in the number of cells. With the cap a cell meets at most
+# (1 + N_PROBE + MAX_EXTRA_LISTS) lists of about CLUSTER_SIZE cells.
+MAX_EXTRA_LISTS = 64
 _KMEANS_ITERATIONS = 10
 _KMEANS_SAMPLE_PER_LIST = 40
 _MATMUL_METRICS = ("euclidean", "cosine")
@@ -143,24 +151,46 @@ def _clustered_knn(
         order = torch.argsort(first, stable=True)
         bounds = torch.cat([torch.zeros(1, dtype=torch.int64), torch.bincount(first, minlength=n_lists).cumsum(0)])
         near_lists = _nearest_centroids(centroids, centroids, min(N_PROBE, n_lists))
+        # Cells sorted by list, so that a list's candidates are contiguous slices: gathering them
+        # row by row from the whole array cost 5× more per candidate at 300k than at 100k cells.
+        by_list, sq_by_list = data[order], sq[order]
         for c in range(n_lists):
-            members = order[bounds[c] : bounds[c + 1]]
-            if members.numel() == 0:
+            lo, hi = int(bounds[c]), int(bounds[c + 1])
+            if hi == lo:
                 continue
-            probe = torch.unique(torch.cat([near_lists[c], second[members]]))
-            probe = probe[probe != c]
-            others = [order[bounds[p] : bounds[p + 1]] for p in probe.tolist()]
-            candidates = torch.cat([members, *others])  # own list first: self sits on the diagonal
-            if candidates.numel() < k:
-                candidates = torch.cat([members, order[(first[order] != c)]])
-            block = torch.addmm(sq[candidates][None, :], data[members], data[candidates].T, alpha=-2.0)
-            rows = torch.arange(members.numel())
-            block[rows, rows] = -torch.inf
-            d, i = torch.topk(block, k, dim=1, largest=False, sorted=True)
-            rows_np = members.numpy()
-            indices[rows_np] = candidates[i].numpy()
-            sq_dists[rows_np] = (d + sq[members, None]).numpy()
+            probe = torch.unique(torch.cat([near_lists[c], _frequent_lists(second[order[lo:hi]], c, n_lists)]))
+            spans = [(lo, hi)] + [(int(bounds[p]), int(bounds[p + 1])) for p in probe.tolist() if p != c]
+            if sum(b - a for a, b in spans) < k:  # tiny data: every cell is a candidate
+                spans = [(lo, hi), (0, lo), (hi, n)]
+            d, pos = _search_spans(by_list, sq_by_list, lo, hi, spans, k)
+            members = order[lo:hi].numpy()
+            indices[members] = order[pos].numpy()
+            sq_dists[members] = (d + sq_by_list[lo:hi, None]).numpy()
     return indices, _finish(sq_dists, metric)
+
+
+def _search_spans(data, sq, lo: int, hi: int, spans: list[tuple[int, int]], k: int):
+    """The ``k`` nearest of rows ``lo:hi`` among the rows of ``spans`` (the first span is ``lo:hi`` itself)."""
+    import torch
+
+    cand_data = torch.cat([data[a:b] for a, b in spans])
+    cand_sq = torch.cat([sq[a:b] for a, b in spans])
+    cand_pos = torch.cat([torch.arange(a, b) for a, b in spans])
+    block = torch.addmm(cand_sq[None, :], data[lo:hi], cand_data.T, alpha=-2.0)
+    own = torch.arange(hi - lo)
+    block[own, own] = -torch.inf  # the own list comes first: each cell is its own first neighbour
+    d, i = torch.topk(block, k, dim=1, largest=False, sorted=True)
+    return d, cand_pos[i]
+
+
+def _frequent_lists(second, own: int, n_lists: int):
+    """The (at most MAX_EXTRA_LISTS) lists second-nearest to most of a list's cells."""
+    import torch
+
+    counts = torch.bincount(second, minlength=n_lists)
+    counts[own] = 0
+    top = torch.topk(counts, min(MAX_EXTRA_LISTS, n_lists)).indices
+    return top[counts[top] > 0]
 
 
 def _pynndescent_knn(

@@ -1,45 +1,40 @@
-"""Randomised PCA with implicit centring, so sparse input is never densified."""
+"""Randomised PCA with implicit centring, so sparse input is never densified.
+
+The algorithm touches the data only through two products, ``X @ V`` and
+``Xᵀ @ U``, both passes over row chunks (:func:`gbumap._dask.row_chunk_products`):
+of a Dask array as it comes, of an in-memory matrix cut into chunks of
+:data:`gbumap._dask.IN_MEMORY_CHUNK_ROWS` rows (views, no copy). The products and the
+range finder run in float64, so the chunking changes the sums only at the
+1e-16 level and the loadings, rounded to the model's dtype, do not depend on
+whether the data came from memory or from disk.
+"""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-import scipy.sparse as sp
 import torch
 
-__all__ = ["randomized_pca", "to_torch_matrix"]
+from ._dask import is_dask_array, row_chunk_products, row_chunked
 
-
-def to_torch_matrix(X: np.ndarray | sp.spmatrix, dtype: torch.dtype) -> torch.Tensor:
-    """A dense or sparse CSR torch tensor sharing the values of ``X``."""
-    if sp.issparse(X):
-        X = sp.csr_matrix(X)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-            return torch.sparse_csr_tensor(
-                torch.from_numpy(X.indptr.astype(np.int64)),
-                torch.from_numpy(X.indices.astype(np.int64)),
-                torch.from_numpy(np.asarray(X.data)).to(dtype),
-                size=X.shape,
-                check_invariants=False,
-            )
-    return torch.from_numpy(np.ascontiguousarray(X)).to(dtype)
+__all__ = ["randomized_pca"]
 
 
 def randomized_pca(
-    X: np.ndarray | sp.spmatrix,
+    X,
     n_components: int,
     *,
     center: np.ndarray,
     n_oversamples: int = 10,
     n_iter: int = 4,
     random_state: int | None = 0,
+    verbose: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top principal axes of ``X - center`` without forming it.
 
     Halko et al.'s range finder with power iterations; centring enters only
-    through rank-one corrections ``A·V - 1·(centerᵀ·V)``.
+    through rank-one corrections ``X·V - 1·(centerᵀ·V)``. ``X`` is a NumPy
+    array, a SciPy sparse matrix or a Dask array (``2·n_iter + 2`` passes over
+    its row chunks).
 
     Returns
     -------
@@ -53,31 +48,35 @@ def randomized_pca(
     k = int(n_components)
     if not 0 < k <= min(n, g):
         raise ValueError(f"pca_components must be between 1 and min(n_cells, n_features) = {min(n, g)}, got {k}.")
-    dtype = torch.float64 if np.asarray(center).dtype == np.float64 else torch.float32
-    A = to_torch_matrix(X, dtype)
-    At = to_torch_matrix(sp.csr_matrix(X.T), dtype) if sp.issparse(X) else A.T
-    mu = torch.as_tensor(np.asarray(center), dtype=dtype).reshape(-1, 1)
+    if not is_dask_array(X):
+        X = row_chunked(X)
+    times, transpose_times = row_chunk_products(X, verbose)
+    dtype = np.float64
+    mu = np.asarray(center, dtype=dtype)
 
-    def right(V: torch.Tensor) -> torch.Tensor:  # (A - 1 muᵀ) V
-        return A @ V - (mu.T @ V)
+    def right(V: np.ndarray) -> np.ndarray:  # (X - 1 muᵀ) V
+        V = np.ascontiguousarray(V, dtype=dtype)
+        return times(V) - mu @ V
 
-    def left(U: torch.Tensor) -> torch.Tensor:  # (A - 1 muᵀ)ᵀ U
-        return At @ U - mu @ U.sum(dim=0, keepdim=True)
+    def left(U: np.ndarray) -> np.ndarray:  # (X - 1 muᵀ)ᵀ U
+        U = np.ascontiguousarray(U, dtype=dtype)
+        return transpose_times(U) - np.outer(mu, U.sum(axis=0))
+
+    def orthonormal(Y: np.ndarray) -> np.ndarray:
+        return torch.linalg.qr(torch.from_numpy(np.ascontiguousarray(Y)))[0].numpy()
 
     q = min(k + n_oversamples, min(n, g))
     gen = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
-    omega = torch.randn(g, q, generator=gen, dtype=dtype)
+    omega = torch.randn(g, q, generator=gen, dtype=torch.float64).numpy()
     Y = right(omega)
     for _ in range(n_iter):
-        Y, _ = torch.linalg.qr(Y)
-        Y, _ = torch.linalg.qr(left(Y))
-        Y = right(Y)
-    Q, _ = torch.linalg.qr(Y)
-    B = left(Q).T.to(torch.float64)
-    _, S, Vt = torch.linalg.svd(B, full_matrices=False)
-    components = Vt[:k].numpy()
+        Y = right(orthonormal(left(orthonormal(Y))))
+    Q = orthonormal(Y)
+    B = left(Q).T.astype(np.float64)
+    _, S, Vt = np.linalg.svd(B, full_matrices=False)
+    components = Vt[:k]
     signs = np.sign(components[np.arange(k), np.abs(components).argmax(axis=1)])
     signs[signs == 0] = 1.0
     components = components * signs[:, None]
-    explained_variance = (S[:k].numpy() ** 2) / max(n - 1, 1)
+    explained_variance = (S[:k] ** 2) / max(n - 1, 1)
     return components, explained_variance

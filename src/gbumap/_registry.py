@@ -18,6 +18,10 @@ Format versions (``uns[key]["format_version"]``):
   ``params/training_precision``, ``projection/input_norm_offset`` (absent for
   ``"none"``), ``training/precision`` and ``training/engine``. gbumap 0.1
   refuses it: it would ignore the input scaling and embed cells wrongly.
+  ``params/devices``, ``training/devices`` and ``training/strategy``
+  (multi-process training) came later within format 2 and are optional:
+  files without them read as ``devices=1`` and ``"single_device"``; earlier
+  readers ignore them.
 * **1** (gbumap 0.1): read through :func:`_migrate_from_1`, which fills the
   fields above with what those models did (``input_norm="none"``, full
   precision, the plain torch engine).
@@ -72,7 +76,9 @@ _SCALAR_PARAMS = {
     "dtype": str,
     "training_precision": str,
 }
-_OPTIONAL_INT_PARAMS = ("pca_components", "n_steps", "random_state")
+# stored when not None; a record without one decodes to the constructor's default
+# (None, or 1 for ``devices``, which files written before it existed lack)
+_OPTIONAL_INT_PARAMS = ("pca_components", "n_steps", "random_state", "devices")
 
 
 def _migrate_from_1(reg: Mapping) -> dict:
@@ -237,6 +243,8 @@ def encode_model(model) -> dict:
             "stopped_early": bool(info["stopped_early"]),
             "precision": str(info["precision"]),
             "engine": str(info["engine"]),
+            "devices": int(info.get("devices", 1)),
+            "strategy": str(info.get("strategy", "single_device")),
         },
         "n_features": int(model.n_features_in_),
     }
@@ -421,6 +429,11 @@ def decode_model(reg: Mapping, encoder=None):
             "stopped_early": bool(_numeric(_field(training, "stopped_early", "training/"), "stopped_early", ndim=0)),
             "precision": _as_str(_field(training, "precision", "training/"), "training/precision"),
             "engine": _as_str(_field(training, "engine", "training/"), "training/engine"),
+            # absent from files written before multi-process training existed
+            "devices": _as_int(training["devices"], "training/devices") if "devices" in training else 1,
+            "strategy": (
+                _as_str(training["strategy"], "training/strategy") if "strategy" in training else "single_device"
+            ),
         },
     )
 

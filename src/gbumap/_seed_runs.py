@@ -6,9 +6,7 @@ imports torch: ``import gbumap.tl`` must stay light.
 
 from __future__ import annotations
 
-import numpy as np
-
-from ._estimator import GlassBoxUMAP, _row_batches
+from ._estimator import GlassBoxUMAP
 
 __all__ = ["SharedProjection"]
 
@@ -22,10 +20,7 @@ class SharedProjection(GlassBoxUMAP):
 
     _reference: GlassBoxUMAP
 
-    def _fit_projection(self, X, components, seed):
+    def _fit_projection(self, X, components, seed, timings=None):
         ref = self._reference
         self._set_projection(X.shape[1], ref.baseline_, ref.components_, None, input_norm_offset=ref.input_norm_offset_)
-        Z_raw = np.empty((X.shape[0], self.n_inputs_), dtype=self.numpy_dtype)
-        for rows in _row_batches(X.shape[0], 65536):
-            Z_raw[rows] = self._offset_projection(X, rows)
-        return Z_raw
+        return self._projected_rows(X)

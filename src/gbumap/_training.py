@@ -11,6 +11,7 @@ data loading.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -60,6 +61,7 @@ class TrainingConfig:
     verbose: bool = True
     engine: str = "torch"
     precision: str = "full"
+    rank: int = 0  # process rank under DDP: edges are sampled with seed random_state + rank
 
 
 @dataclass
@@ -181,17 +183,25 @@ def _plain_backward(loss: torch.Tensor) -> None:
     loss.backward()
 
 
-def _lightning_setup(encoder: nn.Module, device: torch.device, dtype: torch.dtype):
+def fabric_settings(device: torch.device, dtype: torch.dtype) -> tuple[str, str]:
+    """Fabric's ``accelerator`` and ``precision`` for a device and model dtype."""
+    accelerator = {"cuda": "cuda", "mps": "mps"}.get(device.type, "cpu")
+    return accelerator, "64-true" if dtype == torch.float64 else "32-true"
+
+
+def _lightning_setup(encoder: nn.Module, device: torch.device, dtype: torch.dtype, fabric=None):
     """Hand device placement, precision and the backward pass to Lightning Fabric.
 
     Fabric wraps the module in place: the parameters stay the same tensors,
     so the caller keeps using its own ``encoder`` and optimizer afterwards.
+    ``fabric``: an already launched Fabric (e.g. with the DDP strategy, whose
+    wrapper all-reduces the gradients); by default a single-device one.
     """
-    from lightning.fabric import Fabric
+    if fabric is None:
+        from lightning.fabric import Fabric
 
-    accelerator = {"cuda": "cuda", "mps": "mps"}.get(device.type, "cpu")
-    precision = "64-true" if dtype == torch.float64 else "32-true"
-    fabric = Fabric(accelerator=accelerator, devices=1, precision=precision)
+        accelerator, precision = fabric_settings(device, dtype)
+        fabric = Fabric(accelerator=accelerator, devices=1, precision=precision)
     wrapped = fabric.setup_module(encoder, move_to_device=False)
     return wrapped, fabric.backward
 
@@ -202,10 +212,15 @@ def train_encoder(
     graph: sp.spmatrix,
     config: TrainingConfig,
     callbacks: Sequence[TrainingCallback] = (),
+    fabric=None,
 ) -> TrainingResult:
     """Fit ``encoder`` so that its layout of ``Z`` matches the fuzzy ``graph``.
 
-    ``Z`` must already sit on the training device. Raises ``KeyboardInterrupt``
+    ``Z`` must already sit on the training device. With ``fabric`` (a launched
+    Lightning Fabric, e.g. one process of a DDP run; see ``_distributed``) the
+    loop runs through its wrapped module and backward, and the loss windows of
+    the early-stopping and divergence checks are averaged over the processes,
+    so that all of them take the same decisions. Raises ``KeyboardInterrupt``
     unchanged, so a caller that writes results only after training returns
     leaves its inputs as they were. Each callback's ``on_interrupt(encoder,
     steps_done, n_steps)`` runs first; ``on_train_end(encoder, steps_done,
@@ -218,13 +233,14 @@ def train_encoder(
     device = Z.device
     heads, tails, cdf = _edge_tensors(graph, device, Z.dtype)
     gen = torch.Generator(device=device)
-    gen.manual_seed(0 if config.random_state is None else int(config.random_state))
+    gen.manual_seed((0 if config.random_state is None else int(config.random_state)) + int(config.rank))
 
     n_steps = int(config.n_steps)
     optimizer = OneCycleAdam(encoder.parameters(), max_lr=config.learning_rate, total_steps=n_steps)
     model, backward = encoder, _plain_backward
-    if config.engine == "lightning":
-        model, backward = _lightning_setup(encoder, device, Z.dtype)
+    if fabric is not None or config.engine == "lightning":
+        model, backward = _lightning_setup(encoder, device, Z.dtype, fabric)
+    several = fabric is not None and fabric.world_size > 1
     B = int(config.batch_size)
     nsr = int(config.negative_sample_rate)
     mixed = config.precision == "bf16-mixed"
@@ -242,6 +258,8 @@ def train_encoder(
     try:
         for step in range(n_steps):
             cells = sample_edge_cells(heads, tails, cdf, B, gen)
+            if step == 0:
+                first_cells = cells
             if mixed:
                 # bf16 matrix products, float32 weights, loss and optimizer state
                 with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -259,7 +277,8 @@ def train_encoder(
             completed = step + 1
             losses[step] = loss.detach()
             if (step + 1) % config.check_every == 0 or step + 1 == n_steps:
-                window = float(losses[max(0, step + 1 - config.check_every) : step + 1].mean())
+                window = losses[max(0, step + 1 - config.check_every) : step + 1].mean()
+                window = float(fabric.all_reduce(window, reduce_op="mean") if several else window)
                 if not math.isfinite(window):
                     raise FloatingPointError(
                         f"Training diverged at step {step + 1} (loss {window}). Lower learning_rate "
@@ -292,4 +311,6 @@ def train_encoder(
         stopped_early=stopped_early,
         seconds=time.perf_counter() - start,
         device=str(device),
+        # identifies the first step's edges, e.g. to check that DDP processes sample different ones
+        extra={"first_batch_checksum": zlib.crc32(first_cells.cpu().numpy().tobytes())},
     )

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 __all__ = ["as_matrix", "check_finite", "check_batch_size", "looks_like_counts", "Matrix"]
 
-Matrix = np.ndarray | sp.csr_matrix
+Matrix = np.ndarray | sp.csr_matrix  # or, where documented, a Dask array of either (gbumap._dask)
 
 
 def as_matrix(X: Any, *, name: str = "X", dtype: type = np.float32) -> Matrix:
@@ -17,8 +17,14 @@ def as_matrix(X: Any, *, name: str = "X", dtype: type = np.float32) -> Matrix:
 
     Accepts NumPy arrays, SciPy sparse matrices/arrays, torch tensors and
     pandas DataFrames. Raises a ``ValueError`` naming the problem for empty,
-    non-2-D, non-numeric or non-finite input.
+    non-2-D, non-numeric or non-finite input. A Dask array stays lazy: it is
+    checked by :func:`gbumap._dask.check_dask_matrix`, and its values by the
+    passes that read it.
     """
+    from ._dask import check_dask_matrix, is_dask_array
+
+    if is_dask_array(X):
+        return check_dask_matrix(X, name=name, dtype=dtype)
     if hasattr(X, "detach") and hasattr(X, "cpu"):  # torch tensor
         X = X.detach().cpu()
         X = X.to_dense().numpy() if X.layout != _torch_strided() else X.numpy()
@@ -80,9 +86,13 @@ def looks_like_counts(X: Matrix, *, n_rows: int = 1000, threshold: float = 50.0)
     value when the sample looks like counts, else ``None``. Negative values are
     not a sign of counts (scaled data are negative by design) and are ignored.
     """
+    from ._dask import is_dask_array
+
     n = X.shape[0]
-    rows = np.unique(np.linspace(0, n - 1, num=min(n, n_rows)).astype(np.int64))
-    block = X[rows]
+    if is_dask_array(X):  # evenly spaced rows would read every chunk: take the leading rows
+        block = X[: min(n, n_rows)].compute()
+    else:
+        block = X[np.unique(np.linspace(0, n - 1, num=min(n, n_rows)).astype(np.int64))]
     values = block.data if sp.issparse(block) else np.asarray(block).ravel()
     if values.size == 0:
         return None

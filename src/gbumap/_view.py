@@ -20,7 +20,7 @@ from ._attribution import Reduction, contributions_from_jacobian, reconstruction
 from ._registry import ModelRecord, read_record
 from ._validation import Matrix, check_batch_size
 
-__all__ = ["GroupSums", "ModelView", "model_view", "reconstruction_error_of"]
+__all__ = ["GroupSums", "ModelView", "chunk_reconstruction_gaps", "model_view", "reconstruction_error_of"]
 
 
 @dataclass
@@ -76,10 +76,14 @@ class ModelView:
     def embedding_key(self) -> str:
         return f"X_{self.key}"
 
-    def matrix(self, adata: AnnData, features: np.ndarray | None = None, rows=None) -> Matrix:
-        """The model's input for ``rows`` (all cells by default), its features in the model's order."""
+    def matrix(self, adata: AnnData, features: np.ndarray | None = None, rows=None, lazy: bool = False) -> Matrix:
+        """The model's input for ``rows`` (all cells by default), its features in the model's order.
+
+        Dask input (and a backed ``X``) is read into memory for those rows,
+        unless ``lazy=True`` keeps it a Dask array.
+        """
         wanted = self.feature_names if features is None else features
-        mat, _ = feature_matrix(adata, self.spec, wanted, fill=self.record.fill, rows=rows)
+        mat, _ = feature_matrix(adata, self.spec, wanted, fill=self.record.fill, rows=rows, lazy=lazy)
         return mat
 
     def feature_indices(self, genes: str | Sequence[str] | None) -> np.ndarray | None:
@@ -249,3 +253,23 @@ def reconstruction_error_of(
         worst = max(worst, reconstruction_gap(contrib, emb[rows]))
     scale = float(np.abs(emb).max()) or 1.0
     return {"max_abs": worst, "max_rel": worst / scale}
+
+
+def chunk_reconstruction_gaps(X, jacobian, embedding: np.ndarray, view: ModelView):
+    """Per row chunk, ``max |Σ_g C − Z|`` from the chunk's input, Jacobians and embedding (lazy)."""
+    import dask.array as da
+
+    est = view.estimator
+    comps = est.components_
+    emb = da.from_array(embedding, chunks=(X.chunks[0], embedding.shape[1]), name=False)
+
+    def gap(block, jac, emb_rows) -> np.ndarray:
+        dense = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
+        offset = (dense.astype(np.float64) - est.baseline_).astype(jac.dtype)
+        contrib = contributions_from_jacobian(jac, offset, comps, est.homogeneity_degree_)
+        return np.array([reconstruction_gap(contrib, emb_rows)])
+
+    return da.blockwise(
+        gap, "i", X, "ij", jacobian, "iab", emb, "ic", adjust_chunks={"i": 1}, concatenate=True,
+        dtype=np.float64, meta=np.empty(0),
+    )

@@ -107,6 +107,7 @@ def simulate(
     chunk_size: int = 50_000,
     n_jobs: int = 1,
     random_state: int | None = 0,
+    first_cell: int = 0,
 ) -> ad.AnnData:
     """Simulate single-cell counts with lineages, cell-type programs and continuous states.
 
@@ -211,6 +212,11 @@ def simulate(
         ``simulate(n, ...)`` equals the first ``n`` cells of ``simulate(N, ...)``
         for ``n < N`` (all else equal). ``None`` draws a seed, recorded in
         ``uns["simulation"]["params"]["random_state"]``.
+    first_cell
+        Index of the first cell to draw, a multiple of 1,024: the result is
+        cells ``first_cell`` to ``first_cell + n_cells - 1`` of the simulation
+        (named ``cell_<index>``), so a large data set can be drawn and written
+        in pieces (:func:`write_simulated`) and equals one call's output.
 
     Returns
     -------
@@ -286,6 +292,9 @@ def simulate(
     if random_state is None:
         random_state = int(np.random.default_rng().integers(2**63 - 1))
     random_state = _check_int(random_state, "random_state", 0)
+    first_cell = _check_int(first_cell, "first_cell", 0)
+    if first_cell % _SEED_BLOCK:
+        raise ValueError(f"first_cell must be a multiple of {_SEED_BLOCK}; got {first_cell}.")
 
     n_types = n_lineages * types_per_lineage
     n_structured = (
@@ -407,8 +416,8 @@ def simulate(
 
     def run_block(b: int) -> _Block:
         # Always a full block, cut afterwards: the first cells then do not depend on n_cells.
-        ss = np.random.SeedSequence(root.entropy, spawn_key=(1, b))
-        traj_ss = np.random.SeedSequence(root.entropy, spawn_key=(2, b))
+        ss = np.random.SeedSequence(root.entropy, spawn_key=(1, b + first_cell // _SEED_BLOCK))
+        traj_ss = np.random.SeedSequence(root.entropy, spawn_key=(2, b + first_cell // _SEED_BLOCK))
         block = _simulate_block(
             design,
             _SEED_BLOCK,
@@ -481,7 +490,7 @@ def simulate(
     if with_trajectory:
         columns["trajectory_time"] = np.concatenate(cell_parts["tau"])
         columns["fate"] = pd.Categorical.from_codes(fate_codes, categories=fates)
-    obs = pd.DataFrame(columns, index=pd.Index([f"cell_{i}" for i in range(n_cells)]))
+    obs = pd.DataFrame(columns, index=pd.Index([f"cell_{i}" for i in range(first_cell, first_cell + n_cells)]))
     gene_width = len(str(n_genes - 1))
     gene_names = np.array([f"gene_{i:0{gene_width}d}" for i in range(n_genes)])
     program_names = [""] + lineages + cell_types + ([PROGENITOR] if with_trajectory else [])
@@ -510,6 +519,7 @@ def simulate(
             truth[f"{fate}_transitional"] = names(np.concatenate(fate_genes))
     params: dict[str, Any] = {
         "n_cells": n_cells,
+        "first_cell": first_cell,
         "n_genes": n_genes,
         "n_lineages": n_lineages,
         "types_per_lineage": types_per_lineage,

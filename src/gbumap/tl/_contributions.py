@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._attribution import reduce_contributions
+from .._dask import compute, is_dask_array
 from .._progress import progress_bar
 from .._registry import encode_record
 from .._validation import check_batch_size
-from .._view import model_view, reconstruction_error_of
+from .._view import ModelView, chunk_reconstruction_gaps, model_view, reconstruction_error_of
 
 __all__ = ["contributions"]
 
@@ -35,12 +36,47 @@ def _top_k_layer(adata: AnnData, view, top_genes: int, jacobian: np.ndarray, bat
     return layer
 
 
+def _jacobians_in_memory(adata: AnnData, view: ModelView, batch_size: int, verbose: bool) -> np.ndarray:
+    """Every cell's Jacobian, reading the input one batch of cells at a time (memory beyond the output bounded)."""
+    est = view.estimator
+    n = adata.n_obs
+    jac = np.empty((n, est.n_components, est.n_inputs_), dtype=est.numpy_dtype)
+    with progress_bar(n, "gbumap jacobians", verbose) as bar:
+        for start in range(0, n, batch_size):
+            rows = slice(start, min(start + batch_size, n))
+            jac[rows] = est.input_jacobian(view.matrix(adata, rows=rows), batch_size=batch_size)
+            bar.update(rows.stop - rows.start)
+    return jac
+
+
+def _chunked_jacobians(adata: AnnData, view: ModelView, matrix, store, batch_size: int, verbose: bool):
+    """Jacobians and the reconstruction error in one pass over the row chunks (into memory, or into ``store``)."""
+    import dask.array as da
+
+    from .._chunked_store import write_obsm_rows
+
+    est = view.estimator
+    if not is_dask_array(matrix):
+        matrix = da.from_array(matrix, chunks=(max(batch_size, 8192), -1), asarray=False, name=False)
+    lazy = est.input_jacobian(matrix, batch_size=batch_size)
+    embedding = np.asarray(adata.obsm[view.embedding_key], dtype=np.float64)
+    worst = chunk_reconstruction_gaps(matrix, lazy, embedding, view).max()
+    if store is not None:
+        jac, (max_abs,) = write_obsm_rows(lazy, store, view.jacobian_key, adata, also=(worst,), verbose=verbose)
+    else:
+        jac = np.empty(lazy.shape, dtype=lazy.dtype)
+        (_, max_abs) = compute(da.store(lazy, jac, lock=False, compute=False), worst, verbose=verbose)
+    scale = float(np.abs(embedding).max()) or 1.0
+    return jac, {"max_abs": float(max_abs), "max_rel": float(max_abs) / scale}
+
+
 def contributions(
     adata: AnnData,
     key: str = "gbumap",
     *,
     top_genes: int | None = None,
     batch_size: int = 4096,
+    store: str | os.PathLike | None = None,
     copy: bool = False,
     verbose: bool = True,
 ) -> AnnData | None:
@@ -65,6 +101,13 @@ def contributions(
         (``sc.pl.embedding(adata, basis=key, color=gene, layer=f"{key}_l2")``).
     batch_size
         Cells per batch.
+    store
+        Also write the Jacobians, chunk by chunk, to ``obsm/<key>_jacobian``
+        of this zarr directory (``.zarr``) or HDF5 file (``.h5ad``; it may be
+        the file ``adata`` is backed by, opened with ``backed="r+"``), and keep
+        in ``obsm`` a lazy Dask array reading them back, so the Jacobians are
+        never held in memory whole. An error or interrupt leaves the store as
+        it was (the array is written under a temporary name first).
     copy
         Return a new AnnData instead of writing into ``adata``.
     verbose
@@ -76,6 +119,11 @@ def contributions(
     ``(n_obs, n_components, n_inputs)``, the measured reconstruction error in
     ``uns[key]["reconstruction_error"]``, the seconds taken in
     ``uns[key]["timings"]["contributions"]`` and, with ``top_genes``, the layer.
+
+    Dask input (a Dask ``X`` or layer, or a backed ``X``) is read in one pass
+    over its row chunks that computes the Jacobians and the reconstruction
+    error together; without ``store`` the Jacobians are gathered in memory
+    (100 numbers per cell), with it they go to the store.
 
     Examples
     --------
@@ -96,18 +144,15 @@ def contributions(
     emb_key = f"X_{key}"
     if emb_key not in adata.obsm:
         raise KeyError(f"obsm[{emb_key!r}] not found; run gbumap.tl.fit(adata, key_added={key!r}) first.")
-    # read the input one batch of cells at a time: memory beyond the output stays bounded
-    n = adata.n_obs
-    jac = np.empty((n, est.n_components, est.n_inputs_), dtype=est.numpy_dtype)
-    with progress_bar(n, "gbumap jacobians", verbose) as bar:
-        for start in range(0, n, batch_size):
-            rows = slice(start, min(start + batch_size, n))
-            jac[rows] = est.input_jacobian(view.matrix(adata, rows=rows), batch_size=batch_size)
-            bar.update(rows.stop - rows.start)
-    error = reconstruction_error_of(adata, view, jacobian=jac, batch_size=batch_size)
+    matrix = view.matrix(adata, lazy=True)
+    if is_dask_array(matrix) or store is not None:
+        jac, error = _chunked_jacobians(adata, view, matrix, store, batch_size, verbose)
+    else:
+        jac = _jacobians_in_memory(adata, view, batch_size, verbose)
+        error = reconstruction_error_of(adata, view, jacobian=jac, batch_size=batch_size)
     layer = _top_k_layer(adata, view, top_genes, jac, batch_size) if top_genes is not None else None
 
-    stored = {"jacobian_key": view.jacobian_key, "dtype": str(jac.dtype)}
+    stored = {"jacobian_key": view.jacobian_key, "dtype": str(np.dtype(jac.dtype))}
     if layer is not None:
         stored.update({"layer": f"{key}_l2", "top_genes": int(top_genes)})
     record = view.record.replace(

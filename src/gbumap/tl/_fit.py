@@ -64,11 +64,14 @@ def fit(
     * **Views.** ``adata[mask]`` works: as with any scanpy tool, writing the
       results turns the view into an actual AnnData (anndata emits an
       ``ImplicitModificationWarning``); the parent object is never modified.
-    * **Backed mode.** An AnnData opened with ``read_h5ad(path, backed="r")``
-      is refused with a ``ValueError`` when the input is ``X``, because the PCA,
-      the graph and training need the matrix in memory; load it with
-      ``adata = adata.to_memory()`` first. (Layers and ``obsm`` of a backed
-      object are already in memory and can be used with ``layer=``/``use_rep=``.)
+    * **Data on disk.** ``X`` (or the layer) may be a Dask array, e.g. read
+      lazily from an ``.h5ad`` or zarr store, and ``adata`` may be opened with
+      ``read_h5ad(path, backed="r")``: the gene means, the PCA and the
+      projection are then passes over row chunks, and only the cells × PCs
+      matrix is held in memory. The model is the same as from the matrix in
+      memory (see :doc:`/scale`). A Dask array with unknown chunk sizes, or
+      with row chunks too large for the available memory, is refused with an
+      error saying how to rechunk.
 
     Parameters
     ----------

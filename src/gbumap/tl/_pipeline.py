@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from anndata import AnnData
@@ -20,6 +21,7 @@ def glassbox_umap(
     groupby: str | None = None,
     key_added: str = "gbumap",
     top_genes: int | None = None,
+    store: str | os.PathLike | None = None,
     copy: bool = False,
     verbose: bool = True,
     **fit_params: Any,
@@ -42,6 +44,10 @@ def glassbox_umap(
     top_genes
         Also write the sparse per-gene layer of each cell's strongest genes
         (see :func:`gbumap.tl.contributions`).
+    store
+        Write the Jacobians chunk by chunk into this zarr directory or
+        ``.h5ad`` file and keep a lazy reader in ``obsm`` (see
+        :func:`gbumap.tl.contributions`); for atlases read from disk.
     copy
         Return a new AnnData instead of writing into ``adata``.
     verbose
@@ -71,7 +77,8 @@ def glassbox_umap(
     named = {k: fit_params.pop(k, None) for k in ("use_rep", "layer", "mask_var", "n_pcs", "neighbors_key")}
     random_state = fit_params.pop("random_state", 0)
     # results are written into a scratch object first, so Ctrl-C or an error leaves adata as it was
-    scratch = not (copy or adata.isbacked or adata.is_view)
+    # (a backed adata's X enters the scratch object as a Dask array over its file)
+    scratch = not (copy or adata.is_view)
     work = sharing_arrays(adata) if scratch else adata
     # contributions() measures the reconstruction error from its Jacobians: skip fit's own pass
     fitted = _fit(
@@ -85,7 +92,7 @@ def glassbox_umap(
         params=fit_params,
     )
     work = work if fitted is None else fitted
-    contributions(work, key=key_added, top_genes=top_genes, verbose=verbose)
+    contributions(work, key=key_added, top_genes=top_genes, store=store, verbose=verbose)
     if groupby is not None:
         rank_features(work, groupby, key=key_added)
     if copy:

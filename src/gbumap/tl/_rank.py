@@ -12,6 +12,7 @@ from anndata import AnnData
 
 from .._anndata_input import missing_key_error
 from .._attribution import Reduction, check_reduction, reduce_contributions, reduction_label
+from .._dask import is_dask_array
 from .._validation import check_batch_size
 from .._view import model_view
 
@@ -46,9 +47,12 @@ def _recarray(columns: dict[str, np.ndarray], dtype) -> np.recarray:
 
 
 def _expression(adata: AnnData, view, layer: str | None):
-    """The matrix whose values give detection rates and mean expression, columns in the model's gene order."""
+    """The matrix whose values give detection rates and mean expression, columns in the model's gene order.
+
+    Dask input stays lazy (the rows of each batch are read when needed).
+    """
     if layer is None:
-        return view.matrix(adata)
+        return view.matrix(adata, lazy=True)
     if not view.gene_level:
         raise ValueError(
             f"Model {view.key!r} explains columns of {view.spec.description}, not genes; layer= cannot be used."
@@ -57,7 +61,7 @@ def _expression(adata: AnnData, view, layer: str | None):
         raise missing_key_error("layer", layer, adata.layers.keys())
     from .._anndata_input import InputSpec, feature_matrix
 
-    matrix, _ = feature_matrix(adata, InputSpec(layer=layer), view.feature_names)
+    matrix, _ = feature_matrix(adata, InputSpec(layer=layer), view.feature_names, lazy=True)
     return matrix
 
 
@@ -227,6 +231,7 @@ def rank_features(
         per_cell = reduce_contributions(contrib, reduction).astype(np.float64)
         onehot = (codes[rows][:, None] == group_codes[None, :]).astype(np.float64)
         expr = X[rows]
+        expr = expr.compute() if is_dask_array(expr) else expr
         expr = expr.toarray() if sp.issparse(expr) else np.asarray(expr)
         nz = (expr > 0).astype(np.float64)
         sums += onehot.T @ per_cell

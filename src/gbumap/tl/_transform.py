@@ -10,6 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._anndata_input import feature_matrix
+from .._dask import compute, is_dask_array
 from .._registry import decode_record, encode_record, read_record
 from .._validation import check_batch_size
 
@@ -96,16 +97,26 @@ def transform(
         if len(missing):
             base = dict(zip(names.tolist(), model.baseline_.tolist()))
             fill = {g: (base[g] if fill_missing == "baseline" else 0.0) for g in missing}
-    # read the query one batch of cells at a time, so memory beyond the outputs stays bounded
+    # read the query one batch of cells (or one Dask chunk) at a time: memory beyond the outputs stays bounded
     n = adata.n_obs
     embedding = np.empty((n, model.n_components), dtype=np.float32)
     jac = np.empty((n, model.n_components, model.n_inputs_), dtype=model.numpy_dtype) if contributions else None
-    for start in range(0, n, batch_size):
-        rows = slice(start, min(start + batch_size, n))
-        X, _ = feature_matrix(adata, spec, names, fill=fill, rows=rows)
-        embedding[rows] = model.transform(X)
+    lazy, _ = feature_matrix(adata, spec, names, fill=fill, lazy=True)
+    if is_dask_array(lazy):
+        import dask.array as da
+
+        sources, targets = [model.transform(lazy)], [embedding]
         if jac is not None:
-            jac[rows] = model.input_jacobian(X, batch_size=batch_size)
+            sources.append(model.input_jacobian(lazy, batch_size=batch_size))
+            targets.append(jac)
+        compute(da.store(sources, targets, lock=False, compute=False))  # one pass over the chunks
+    else:
+        for start in range(0, n, batch_size):
+            rows = slice(start, min(start + batch_size, n))
+            X, _ = feature_matrix(adata, spec, names, fill=fill, rows=rows)
+            embedding[rows] = model.transform(X)
+            if jac is not None:
+                jac[rows] = model.input_jacobian(X, batch_size=batch_size)
 
     key_added = key if key_added is None else key_added
     query = {"n_missing_genes": int(len(missing)), "fill_missing": str(fill_missing)}

@@ -1,0 +1,232 @@
+"""Dask arrays as model input: checks, and the passes over their row chunks.
+
+A cells × genes Dask array (dense or with SciPy sparse chunks, e.g. from
+``anndata.experimental.read_elem_lazy`` over an ``.h5ad`` or zarr store) is
+never loaded whole. Every pass over it is a Dask graph over its row chunks:
+column statistics, the two products of the randomised PCA, the projection on
+the loadings and the per-chunk model outputs (embedding, Jacobians,
+contributions). Only results of size ``n_cells × (a few columns)`` and
+``n_genes × (a few columns)`` are held in memory.
+
+Dask is imported only when such an array is passed in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = [
+    "is_dask_array",
+    "check_dask_matrix",
+    "column_stats",
+    "map_row_chunks",
+    "store_rows",
+    "row_chunk_products",
+    "available_memory",
+    "compute",
+    "row_chunked",
+    "CHUNK_MEMORY_SHARE",
+    "IN_MEMORY_CHUNK_ROWS",
+]
+
+# A chunk densified (the widest intermediate a chunk goes through) may use at most this share
+# of the available memory per Dask worker thread: the chunk, its dense copy and the per-chunk
+# outputs (up to n_components dense copies for gene-level contributions) fit several times over.
+CHUNK_MEMORY_SHARE = 1 / 16
+
+
+def is_dask_array(X: Any) -> bool:
+    """Whether ``X`` is a Dask array (checked without importing Dask)."""
+    return type(X).__module__.split(".")[0] == "dask" and hasattr(X, "chunks") and hasattr(X, "dask")
+
+
+# Rows per chunk when an in-memory matrix goes through the same chunked passes as a Dask array.
+IN_MEMORY_CHUNK_ROWS = 8192
+
+
+def row_chunked(X: Any):
+    """An in-memory matrix as a Dask array of row chunks (views of ``X``, nothing copied)."""
+    import dask.array as da
+
+    return da.from_array(X, chunks=(IN_MEMORY_CHUNK_ROWS, -1), asarray=False, name=False)  # no hashing of X
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (``MemAvailable`` on Linux, else physical memory)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _n_workers() -> int:
+    import dask
+
+    return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.2f} GiB"
+
+
+def check_dask_matrix(X: Any, *, name: str = "X", dtype: type = np.float32):
+    """``X`` checked and prepared for row-chunk passes: 2-D, numeric, known chunk sizes, bounded chunks.
+
+    Columns are merged into one chunk (each pass needs whole rows) and the
+    chunks cast to ``dtype`` lazily. Raises a ``ValueError`` saying what to do
+    for unknown chunk sizes (e.g. after boolean indexing) and for row chunks
+    whose dense size is too large for the available memory. NaN and infinite
+    values are found by the passes themselves (:func:`column_stats`, and the
+    per-chunk checks of the model's outputs).
+    """
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (cells × features); got {X.ndim} dimension(s).")
+    if any(np.isnan(c) for axis in X.chunks for c in axis) or any(np.isnan(s) for s in X.shape):
+        raise ValueError(
+            f"{name} is a Dask array with unknown chunk sizes (NaN in X.chunks), as after boolean indexing "
+            "or reading from a format without row counts. gbumap needs them to place each chunk's rows; "
+            f"call {name} = {name}.compute_chunk_sizes() first (or build it with explicit chunks=)."
+        )
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {X.shape}. Provide at least one cell and one feature.")
+    kind = np.dtype(X.dtype)
+    if not (np.issubdtype(kind, np.number) or kind == bool):
+        raise ValueError(f"{name} must be numeric; got dtype {kind}.")
+    widest = max(X.chunks[0])
+    dense_bytes = widest * X.shape[1] * np.dtype(dtype).itemsize
+    limit = available_memory() * CHUNK_MEMORY_SHARE / _n_workers()
+    if dense_bytes > limit:
+        fit_rows = max(1, int(limit // (X.shape[1] * np.dtype(dtype).itemsize)))
+        raise ValueError(
+            f"{name} has row chunks of up to {widest:,} cells × {X.shape[1]:,} features, "
+            f"{_gib(dense_bytes)} once densified, more than gbumap allows per chunk here "
+            f"({_gib(limit)}: 1/{int(round(1 / CHUNK_MEMORY_SHARE))} of the {_gib(available_memory())} available, "
+            f"per Dask worker thread, {_n_workers()} threads). Use smaller row chunks, e.g. "
+            f"{name} = {name}.rechunk(({min(fit_rows, 10_000):,}, -1)), or fewer threads "
+            "(dask.config.set(num_workers=...))."
+        )
+    if len(X.chunks[1]) > 1:
+        X = X.rechunk({1: -1})
+    if kind != np.dtype(dtype):
+        X = X.astype(dtype)
+    return X
+
+
+def compute(*collections, verbose: bool = False):
+    """``dask.compute`` with a text progress bar when ``verbose``."""
+    import dask
+
+    if not verbose:
+        return dask.compute(*collections)
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar(minimum=1.0):
+        return dask.compute(*collections)
+
+
+def _chunk_stats(block: Any) -> np.ndarray:
+    """One chunk's column sums (row 0, accumulated in float64), and its NaN and infinity counts (row 1)."""
+    values = block.data if sp.issparse(block) else np.asarray(block)
+    out = np.zeros((1, 2, block.shape[1]))
+    # (SciPy's sum(dtype=float64) of a float32 sparse matrix accumulates in float32)
+    out[0, 0] = np.asarray(_as_dtype(block, np.float64).sum(axis=0)).ravel()
+    if values.dtype.kind == "f":
+        out[0, 1, 0] = np.isnan(values).sum()
+        out[0, 1, 1] = np.isinf(values).sum()
+    return out
+
+
+def column_stats(X, *, name: str = "X", verbose: bool = False) -> np.ndarray:
+    """Column means of ``X`` (float64) in one pass, raising for NaN or infinite values."""
+    import dask.array as da
+
+    per_chunk = da.map_blocks(
+        _chunk_stats,
+        X,
+        chunks=((1,) * X.numblocks[0], (2,), (X.shape[1],)),
+        new_axis=1,
+        dtype=np.float64,
+        meta=np.empty((0, 0, 0)),
+    )
+    (totals,) = compute(per_chunk.sum(axis=0), verbose=verbose)
+    n_nan, n_inf = int(totals[1, 0]), int(totals[1, 1])
+    if n_nan or n_inf:
+        raise ValueError(
+            f"{name} contains {n_nan} NaN and {n_inf} infinite value(s). Remove or impute them first "
+            "(e.g. X.map_blocks(np.nan_to_num), or filter the affected cells/genes)."
+        )
+    return totals[0] / X.shape[0]
+
+
+def map_row_chunks(X, fn: Callable[[Any], np.ndarray], tail_shape: tuple[int, ...], dtype) -> Any:
+    """A lazy Dask array of ``fn(chunk)`` for each row chunk of ``X``: ``(n_cells, *tail_shape)``."""
+    tail_chunks = tuple((int(s),) for s in tail_shape)
+    extra = list(range(2, 1 + len(tail_shape)))
+    return X.map_blocks(
+        fn,
+        chunks=(X.chunks[0], *tail_chunks),
+        new_axis=extra or None,
+        dtype=dtype,
+        meta=np.empty((0,) * (1 + len(tail_shape)), dtype=dtype),
+    )
+
+
+def store_rows(lazy, out: np.ndarray, *, verbose: bool = False) -> np.ndarray:
+    """Compute a lazy row-chunked array into the preallocated ``out`` (no second full-size copy)."""
+    import dask.array as da
+
+    stored = da.store(lazy, out, lock=False, compute=False)
+    compute(stored, verbose=verbose)
+    return out
+
+
+def _as_dtype(block: Any, dtype) -> Any:
+    """``block`` with values of ``dtype`` (a sparse block keeps its index arrays, not copied)."""
+    if sp.issparse(block):
+        block = sp.csr_matrix(block)
+        return sp.csr_matrix((block.data.astype(dtype, copy=False), block.indices, block.indptr), shape=block.shape)
+    return np.asarray(block, dtype=dtype)
+
+
+def _right(block: Any, V: np.ndarray) -> np.ndarray:
+    # row-local sums: the same whatever the chunking, so the chunk's own dtype is enough
+    return np.asarray(block @ V.astype(block.dtype, copy=False))
+
+
+def _left(block: Any, U: np.ndarray) -> np.ndarray:
+    # sums over the chunk's rows: in U's dtype, so that chunk boundaries change them only at its precision
+    return np.asarray(_as_dtype(block, U.dtype).T @ U)[None]
+
+
+def row_chunk_products(X, verbose: bool = False) -> tuple[Callable, Callable]:
+    """``X @ V`` (into memory, ``n × q``) and ``Xᵀ @ U`` (``g × q``) as Dask passes over the row chunks.
+
+    ``Xᵀ @ U`` casts each chunk to ``U``'s dtype first (one chunk at a time), so
+    a float64 ``U`` gives float64 sums whatever ``X`` holds; ``X @ V`` sums
+    within rows only and runs in ``X``'s dtype.
+    """
+    import dask.array as da
+
+    def times(V: np.ndarray) -> np.ndarray:
+        lazy = map_row_chunks(X, lambda block: _right(block, V), (V.shape[1],), X.dtype)
+        return store_rows(lazy, np.empty((X.shape[0], V.shape[1]), dtype=V.dtype), verbose=verbose)
+
+    def transpose_times(U: np.ndarray) -> np.ndarray:
+        U_chunks = da.from_array(U, chunks=(X.chunks[0], U.shape[1]), name=False)
+        parts = da.blockwise(
+            _left, "ijk", X, "ij", U_chunks, "ik", adjust_chunks={"i": 1}, dtype=U.dtype,
+            meta=np.empty((0, 0, 0), dtype=U.dtype),
+        )
+        (out,) = compute(parts.sum(axis=0), verbose=verbose)
+        return out
+
+    return times, transpose_times
