@@ -1,6 +1,6 @@
 """Atlas scale: the whole pipeline from disk, 300k to 2M cells × 2,000 genes, in a fresh process each.
 
-    python benchmarks/atlas.py                                   # about 45 minutes on 2 cores, 20 GB of disk
+    python benchmarks/atlas.py                                   # about 35 minutes on 2 cores, 12 GB of disk
     python benchmarks/atlas.py --sizes 300000 --memory-sizes 300000   # one size, both paths
 
 1. ``gbumap.datasets.write_simulated`` writes ``n`` cells × 2,000 genes
