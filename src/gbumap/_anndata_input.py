@@ -436,15 +436,14 @@ def _scanpy_loadings(adata: AnnData, use_rep: str, n_cols: int) -> tuple[np.ndar
         return "varm['PCs'] has no usable loadings"
     if adata.X is None:
         return "adata.X is missing"
-    from ._dask import column_stats, is_dask_array
+    from ._dask import column_stats, is_dask_array, row_chunked
 
     X = _raw_matrix(adata, InputSpec())[:, genes]
     rng = np.random.default_rng(0)
     cells = np.sort(rng.choice(adata.n_obs, size=min(_VERIFY_CELLS, adata.n_obs), replace=False))
-    if is_dask_array(X):
-        mean, block = column_stats(X), X[cells].compute()
-    else:
-        mean, block = np.asarray(X.mean(axis=0), dtype=np.float64).ravel(), X[cells]
+    lazy = is_dask_array(X)
+    mean = column_stats(X if lazy else row_chunked(X))  # the means every fit uses (float64 sums)
+    block = X[cells].compute() if lazy else X[cells]
     block = block.toarray() if sp.issparse(block) else np.asarray(block)
     proj = (block.astype(np.float64) - mean) @ loadings[genes]
     stored = np.asarray(adata.obsm[use_rep], dtype=np.float64)[cells, :n_cols]
