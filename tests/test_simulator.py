@@ -313,6 +313,11 @@ def test_nb_sampler_matches_negative_binomial():
         (dict(n_jobs=0), ValueError),
         (dict(n_cells=10.5), TypeError),
         (dict(depth_mean=float("nan")), ValueError),
+        (dict(n_batches=0), ValueError),
+        (dict(n_batches=2.5), TypeError),
+        (dict(n_batches=2, batch_gene_fraction=1.5), ValueError),
+        (dict(n_batches=2, batch_lfc=-0.1), ValueError),
+        (dict(n_batches=2, batch_depth_sigma=float("nan")), ValueError),
     ],
 )
 def test_invalid_arguments(kwargs, error):
@@ -387,3 +392,106 @@ def test_trajectory_arguments_are_checked():
         simulate(100, 2_000, trajectory_fraction=1.0)
     with pytest.raises(ValueError, match="progenitor"):
         simulate(100, 500, **SMALL, trajectory_fraction=0.1, n_progenitor_genes=200)
+
+
+# ------------------------------------------------------------------------ batches
+@pytest.fixture(scope="module")
+def batched() -> ad.AnnData:
+    return simulate(3_000, 500, **SMALL, n_batches=3, random_state=0)
+
+
+@pytest.mark.parametrize("trajectory", [{}, dict(trajectory_fraction=0.2, n_progenitor_genes=20)])
+def test_one_batch_is_no_batch(trajectory):
+    kwargs = dict(SMALL, **trajectory, random_state=0)
+    plain = simulate(1_100, 520, **kwargs)
+    one = simulate(1_100, 520, **kwargs, n_batches=1, batch_gene_fraction=0.9, batch_lfc=3.0, batch_depth_sigma=1.0)
+    assert (one.X != plain.X).nnz == 0 and (one.layers["counts"] != plain.layers["counts"]).nnz == 0
+    pd.testing.assert_frame_equal(one.obs, plain.obs)
+    pd.testing.assert_frame_equal(one.var, plain.var)
+    assert "batch" not in one.obs and "batch_gene" not in one.var
+    assert set(one.uns["simulation"]) == set(plain.uns["simulation"])
+    assert one.uns["simulation"]["params"] == plain.uns["simulation"]["params"]
+
+
+def test_batch_columns_and_proportions(batched):
+    obs, var, sim = batched.obs, batched.var, batched.uns["simulation"]
+    assert list(obs["batch"].cat.categories) == ["B0", "B1", "B2"]
+    share = obs["batch"].value_counts(normalize=True).to_numpy()
+    assert np.abs(share - 1 / 3).max() < 4 * np.sqrt((1 / 3) * (2 / 3) / batched.n_obs)
+    assert var["batch_gene"].dtype == bool and var["batch_only"].dtype == bool
+    effects = sim["batch_effects"]
+    assert effects.shape == (3, 500) and effects.dtype == np.float64
+    assert ((effects != 0).sum(axis=1) == 150).all()  # round(0.3 · 500) genes per batch
+    magnitude = np.abs(effects[effects != 0])
+    assert magnitude.min() >= 0.8 * 0.7 - 1e-12 and magnitude.max() <= 0.8 * 1.3 + 1e-12
+    assert 0.3 < (effects > 0).sum() / (effects != 0).sum() < 0.7  # both signs
+    assert sim["batch_depth"].shape == (3,) and (sim["batch_depth"] > 0).all()
+    params = sim["params"]
+    assert params["n_batches"] == 3 and params["batch_gene_fraction"] == 0.3
+    assert params["batch_lfc"] == 0.8 and params["batch_depth_sigma"] == 0.2
+
+
+def test_batch_only_genes_are_unstructured_batch_genes(batched):
+    var, effects = batched.var, batched.uns["simulation"]["batch_effects"]
+    batch_gene = var["batch_gene"].to_numpy()
+    assert batch_gene.tolist() == (effects != 0).any(axis=0).tolist()
+    unstructured = var["role"].isin(["housekeeping", "noise", "background"]).to_numpy()
+    assert var["batch_only"].to_numpy().tolist() == (batch_gene & unstructured).tolist()
+    assert var["batch_only"].sum() > 0 and (batch_gene & ~unstructured).sum() > 0
+
+
+def test_batches_leave_the_biology_unchanged(batched):
+    # the gene design and the cells' types and states come from streams the batches do not touch
+    plain = simulate(3_000, 500, **SMALL, random_state=0)
+    pd.testing.assert_frame_equal(batched.var.drop(columns=["batch_gene", "batch_only"]), plain.var)
+    for column in ("cell_type", "lineage", "state"):
+        pd.testing.assert_series_equal(batched.obs[column], plain.obs[column])
+    depth = batched.uns["simulation"]["batch_depth"][batched.obs["batch"].cat.codes.to_numpy()]
+    np.testing.assert_allclose(batched.obs["size_factor"], plain.obs["size_factor"] * depth, rtol=1e-6)
+
+
+def test_batch_effect_is_visible(batched):
+    X = _dense(batched.X)
+    codes = batched.obs["batch"].cat.codes.to_numpy()
+    effects = batched.uns["simulation"]["batch_effects"]
+    only = batched.var["batch_only"].to_numpy()
+    for b in range(3):
+        others = np.delete(effects, b, axis=0)
+        up = only & (effects[b] > 0.6) & (others == 0).all(axis=0)
+        down = only & (effects[b] < -0.6) & (others == 0).all(axis=0)
+        assert up.sum() >= 3 and down.sum() >= 3
+        inside, outside = codes == b, codes != b
+        assert X[np.ix_(inside, up)].mean() > X[np.ix_(outside, up)].mean() + 0.2
+        assert X[np.ix_(inside, down)].mean() < X[np.ix_(outside, down)].mean() - 0.1
+        # gene by gene, the strongest up-shifted batch-only gene is higher in its batch
+        g = np.flatnonzero(up)[np.argmax(effects[b, up])]
+        assert X[inside, g].mean() > X[outside, g].mean()
+
+
+def test_batches_are_reproducible_and_prefix_stable(batched):
+    head = simulate(1_100, 500, **SMALL, n_batches=3, random_state=0)
+    assert (head.layers["counts"] != batched.layers["counts"][:1_100]).nnz == 0
+    assert (head.X != batched.X[:1_100]).nnz == 0
+    pd.testing.assert_frame_equal(head.obs, batched.obs.iloc[:1_100])
+    pd.testing.assert_frame_equal(head.var, batched.var)
+    np.testing.assert_array_equal(head.uns["simulation"]["batch_effects"], batched.uns["simulation"]["batch_effects"])
+    tail = simulate(952, 500, **SMALL, n_batches=3, random_state=0, first_cell=2_048)
+    assert (tail.X != batched.X[2_048:]).nnz == 0
+    pd.testing.assert_series_equal(tail.obs["batch"], batched.obs["batch"].iloc[2_048:])
+    chunked = simulate(3_000, 500, **SMALL, n_batches=3, chunk_size=7, n_jobs=2, random_state=0)
+    assert (chunked.X != batched.X).nnz == 0
+    pd.testing.assert_frame_equal(chunked.obs, batched.obs)
+
+
+def test_write_simulated_with_batches_equals_simulate(batched, tmp_path):
+    from gbumap.datasets import write_simulated
+
+    path = write_simulated(tmp_path / "sim.h5ad", 3_000, 500, chunk_size=1_100, counts=True, random_state=0,
+                           n_batches=3, **SMALL)
+    back = ad.read_h5ad(path)
+    assert (back.X != batched.X).nnz == 0 and (back.layers["counts"] != batched.layers["counts"]).nnz == 0
+    pd.testing.assert_frame_equal(back.obs, batched.obs)
+    pd.testing.assert_frame_equal(back.var, batched.var)
+    np.testing.assert_array_equal(back.uns["simulation"]["batch_effects"], batched.uns["simulation"]["batch_effects"])
+    np.testing.assert_array_equal(back.uns["simulation"]["batch_depth"], batched.uns["simulation"]["batch_depth"])
+    assert back.uns["simulation"]["params"]["n_batches"] == 3

@@ -14,7 +14,10 @@ The design is deliberately *hard* for naive attribution scores:
 * sequencing depth varies from cell to cell (log-normal size factors);
 * optionally, a share of the cells lies on a branching differentiation
   trajectory: progenitors with a progenitor program, near the average cell,
-  moving towards one mature type per lineage with a known time.
+  moving towards one mature type per lineage with a known time;
+* optionally, cells come in batches (donors, sites): each batch shifts its own
+  share of the genes by known fold changes and has its own sequencing depth,
+  and the genes that only the batch moves are recorded.
 
 Counts are generated block by block and assembled into CSR matrices, so the
 full ``n_cells × n_genes`` dense matrix never exists.
@@ -70,6 +73,7 @@ class _Design:
     type_cdf: np.ndarray  # (n_types,) cumulative cell-type proportions
     depth_sigma: float
     trajectory: _Trajectory | None = None
+    batches: _Batches | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,16 @@ class _Trajectory:
     progenitor_effect: np.ndarray  # (n_genes,) log fold changes of the progenitor program
     fate_effect: np.ndarray  # (n_fates, n_genes) log fold changes of each fate's programs
     fate_type: np.ndarray  # (n_fates,) index of each fate's mature type
+
+
+@dataclass(frozen=True)
+class _Batches:
+    """The batch design: each batch's shifted genes, their fold changes and its depth."""
+
+    n_batches: int
+    cols: list[np.ndarray]  # per batch: indices of the genes it shifts
+    factor: list[np.ndarray]  # per batch: float32 exp(effect) of those genes
+    depth: np.ndarray  # (n_batches,) float64 depth multiplier of each batch
 
 
 def simulate(
@@ -104,6 +118,10 @@ def simulate(
     depth_sigma: float = 0.4,
     trajectory_fraction: float = 0.0,
     n_progenitor_genes: int = 20,
+    n_batches: int = 1,
+    batch_gene_fraction: float = 0.3,
+    batch_lfc: float = 0.8,
+    batch_depth_sigma: float = 0.2,
     chunk_size: int = 50_000,
     n_jobs: int = 1,
     random_state: int | None = 0,
@@ -145,6 +163,21 @@ def simulate(
     progenitor program); at ``τ = 1`` it equals its fate's type at state 0.
     Cells with ``τ < 1/3`` are labelled ``"progenitor"``, the others
     ``"L<i>_T0_transitional"``, so transitional cells keep a label of their own.
+
+    With ``n_batches > 1`` every cell belongs to one of ``n_batches`` batches
+    (donors, sites), drawn uniformly at random per cell (``obs["batch"]``). Each
+    batch ``b`` shifts its own random set of ``round(batch_gene_fraction · n_genes)``
+    genes, drawn from all genes whatever their role: gene ``g`` of that set gets
+    a natural-log effect ``δ_bg`` with a random sign and a magnitude drawn
+    uniformly from ``batch_lfc · [1 - lfc_spread, 1 + lfc_spread]`` (``δ_bg = 0``
+    for the other genes). Each batch also has a log-normal depth multiplier
+    ``d_b`` (mean 1, sigma ``batch_depth_sigma``). The NB mean of a cell of batch
+    ``b`` is its mean above times ``d_b · exp(δ_bg)``; ``d_b`` is folded into the
+    cell's ``size_factor``. Every batch is shifted, batch 0 included: the
+    underlying biology is the unbatched simulation. Shifted genes of the
+    unstructured roles (``housekeeping``, ``noise``, ``background``) are moved
+    by the batch only (``var["batch_only"]``): an explanation free of the batch
+    should not point at them.
 
     Program, state and background genes draw their base means from the same
     low log-normal distribution, so neither mean nor variance alone reveals them.
@@ -196,6 +229,19 @@ def simulate(
         (0: none, and the output is the same as without the trajectory options).
     n_progenitor_genes
         Genes of the progenitor program (used only with ``trajectory_fraction > 0``).
+    n_batches
+        Number of batches (1: no batches, and the output is the same as without
+        the batch options: nothing is drawn or added).
+    batch_gene_fraction
+        Share of all genes, in ``[0, 1]``, that each batch shifts; each batch
+        draws its own set, so a gene may be shifted by several batches.
+    batch_lfc
+        Typical magnitude of a batch's natural-log fold change on one of its
+        genes; each (batch, gene) draws a sign ``±1`` and a magnitude uniformly
+        from ``batch_lfc · [1 - lfc_spread, 1 + lfc_spread]``.
+    batch_depth_sigma
+        Log-normal sigma of the per-batch depth multipliers (0: every batch has
+        the same depth).
     chunk_size
         Cells assembled into CSR at a time; rounded up to a multiple of 1,024.
         Only dense blocks of 1,024 cells are ever allocated, so memory stays
@@ -207,7 +253,10 @@ def simulate(
         Seed. Global quantities (gene roles, means, effect sizes, type
         proportions) come from spawn key ``(0,)`` of
         ``numpy.random.SeedSequence(random_state)``; the cells of block ``i``
-        (cells ``1024·i`` to ``1024·(i+1) - 1``) from spawn key ``(1, i)``. Hence the
+        (cells ``1024·i`` to ``1024·(i+1) - 1``) from spawn key ``(1, i)``, their
+        trajectory draws from ``(2, i)``; the batch design (shifted genes,
+        effects, depths) from ``(3,)`` and the batch of each cell of block ``i``
+        from ``(4, i)``, so batches leave the gene roles and means unchanged. Hence the
         same seed gives identical data whatever ``chunk_size`` and ``n_jobs``, and
         ``simulate(n, ...)`` equals the first ``n`` cells of ``simulate(N, ...)``
         for ``n < N`` (all else equal). ``None`` draws a seed, recorded in
@@ -230,17 +279,27 @@ def simulate(
           (expected library size, ``size_factor · depth_mean``), ``n_counts``
           (observed library size) and ``n_genes`` (detected genes); with a
           trajectory also ``trajectory_time`` (``τ``; NaN for other cells) and
-          ``fate`` (categorical; NaN for other cells);
+          ``fate`` (categorical; NaN for other cells); with ``n_batches > 1``
+          also ``batch`` (categorical, ``"B0"`` to ``"B<n_batches - 1>"``), and
+          ``size_factor`` and ``depth`` include the batch's depth multiplier;
         * ``var``: ``role`` (categorical, see above), ``program`` (the lineage or
           cell type a program gene belongs to, ``""`` otherwise), ``lfc`` (its
           fold change, 0 otherwise), ``base_mean`` (NB mean at size factor 1 outside
-          its program) and ``dispersion``;
+          its program) and ``dispersion``; with ``n_batches > 1`` also
+          ``batch_gene`` (bool: shifted by at least one batch) and
+          ``batch_only`` (bool: a batch gene of role ``housekeeping``, ``noise``
+          or ``background``, i.e. moved by the batch only);
         * ``uns["simulation"]``: ``truth`` (cell type → array of the gene names up
           in it: its type, lineage and state programs; for the trajectory labels,
           the progenitor program, plus the fate's lineage and type programs for
           transitional cells), ``programs`` (``type``, ``lineage`` and ``state``
           programs separately, and ``progenitor``), ``lineage_of`` (cell type →
-          lineage) and ``params`` (every argument, plus the seed actually used).
+          lineage) and ``params`` (every argument, plus the seed actually used;
+          the batch arguments only with ``n_batches > 1``); with
+          ``n_batches > 1`` also ``batch_effects`` (float64 array,
+          ``n_batches × n_genes``: the natural-log effect ``δ_bg`` of each batch
+          on each gene, 0 where it does not shift it) and ``batch_depth``
+          (float64 array, ``n_batches``: each batch's depth multiplier ``d_b``).
           Everything is ``.h5ad``-writable.
 
     See Also
@@ -288,6 +347,13 @@ def simulate(
         raise ValueError(f"trajectory_fraction must be in [0, 1); got {trajectory_fraction}.")
     n_progenitor_genes = _check_int(n_progenitor_genes, "n_progenitor_genes", 0)
     with_trajectory = trajectory_fraction > 0
+    n_batches = _check_int(n_batches, "n_batches", 1)
+    batch_gene_fraction = _check_float(batch_gene_fraction, "batch_gene_fraction", 0.0)
+    if batch_gene_fraction > 1:
+        raise ValueError(f"batch_gene_fraction must be in [0, 1]; got {batch_gene_fraction}.")
+    batch_lfc = _check_float(batch_lfc, "batch_lfc", 0.0)
+    batch_depth_sigma = _check_float(batch_depth_sigma, "batch_depth_sigma", 0.0)
+    with_batches = n_batches > 1
     n_jobs = _check_n_jobs(n_jobs)
     if random_state is None:
         random_state = int(np.random.default_rng().integers(2**63 - 1))
@@ -333,8 +399,11 @@ def simulate(
         cursor += n
         return cols
 
+    def draw_lfc_from(generator: np.random.Generator, center: float, n: int) -> np.ndarray:
+        return center * generator.uniform(1 - lfc_spread, 1 + lfc_spread, size=n)
+
     def draw_lfc(center: float, n: int) -> np.ndarray:
-        return center * rng.uniform(1 - lfc_spread, 1 + lfc_spread, size=n)
+        return draw_lfc_from(rng, center, n)
 
     hk_cols = take(n_housekeeping)
     role[hk_cols] = ROLES.index("housekeeping")
@@ -400,6 +469,28 @@ def simulate(
             fate_effect=log_effect[fate_type],
             fate_type=fate_type,
         )
+    # ---- batches, from a stream of their own: nothing above depends on them ------
+    batches = None
+    batch_effects = np.zeros((n_batches, n_genes))
+    batch_depth = np.ones(n_batches)
+    if with_batches:
+        batch_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(root.entropy, spawn_key=(3,))))
+        n_shifted = int(round(batch_gene_fraction * n_genes))
+        batch_cols = []
+        for b in range(n_batches):  # batch by batch: batch b's design does not depend on n_batches
+            cols = np.sort(batch_rng.choice(n_genes, size=n_shifted, replace=False))
+            sign = 2.0 * batch_rng.integers(2, size=n_shifted) - 1.0
+            batch_effects[b, cols] = sign * draw_lfc_from(batch_rng, batch_lfc, n_shifted)
+            z = batch_rng.standard_normal()
+            batch_depth[b] = np.exp(batch_depth_sigma * z - 0.5 * batch_depth_sigma**2)
+            batch_cols.append(cols)
+        batches = _Batches(
+            n_batches=n_batches,
+            cols=batch_cols,
+            factor=[np.exp(batch_effects[b, c]).astype(np.float32) for b, c in enumerate(batch_cols)],
+            depth=batch_depth,
+        )
+
     design = _Design(
         type_means=type_means.astype(np.float32),
         theta=(1.0 / phi).astype(np.float32),
@@ -408,6 +499,7 @@ def simulate(
         type_cdf=np.cumsum(proportions),
         depth_sigma=depth_sigma,
         trajectory=trajectory,
+        batches=batches,
     )
 
     # ---- cells, block by block -------------------------------------------------
@@ -418,17 +510,22 @@ def simulate(
         # Always a full block, cut afterwards: the first cells then do not depend on n_cells.
         ss = np.random.SeedSequence(root.entropy, spawn_key=(1, b + first_cell // _SEED_BLOCK))
         traj_ss = np.random.SeedSequence(root.entropy, spawn_key=(2, b + first_cell // _SEED_BLOCK))
+        batch_gen = None
+        if with_batches:
+            batch_ss = np.random.SeedSequence(root.entropy, spawn_key=(4, b + first_cell // _SEED_BLOCK))
+            batch_gen = np.random.Generator(np.random.PCG64(batch_ss))
         block = _simulate_block(
             design,
             _SEED_BLOCK,
             np.random.Generator(np.random.PCG64(ss)),
             np.random.Generator(np.random.PCG64(traj_ss)),
+            batch_gen,
         )
         return block.head(min(_SEED_BLOCK, n_cells - b * _SEED_BLOCK))
 
     counts_parts: dict[str, list[np.ndarray]] = {"data": [], "indices": [], "x": [], "nnz": []}
     cell_parts: dict[str, list[np.ndarray]] = {
-        "type": [], "t": [], "size": [], "total": [], "ngenes": [], "tau": [], "fate": []
+        "type": [], "t": [], "size": [], "total": [], "ngenes": [], "tau": [], "fate": [], "batch": []
     }
     executor = ThreadPoolExecutor(n_jobs) if n_jobs > 1 else None
     try:
@@ -447,6 +544,7 @@ def simulate(
                 cell_parts["ngenes"].append(blk.row_nnz)
                 cell_parts["tau"].append(blk.tau)
                 cell_parts["fate"].append(blk.fate)
+                cell_parts["batch"].append(blk.batch)
             del blocks
             # Merge the chunk's blocks so the final concatenation handles few arrays.
             for key in counts_parts:
@@ -490,6 +588,9 @@ def simulate(
     if with_trajectory:
         columns["trajectory_time"] = np.concatenate(cell_parts["tau"])
         columns["fate"] = pd.Categorical.from_codes(fate_codes, categories=fates)
+    if with_batches:
+        batch_names = [f"B{b}" for b in range(n_batches)]
+        columns["batch"] = pd.Categorical.from_codes(np.concatenate(cell_parts["batch"]), categories=batch_names)
     obs = pd.DataFrame(columns, index=pd.Index([f"cell_{i}" for i in range(first_cell, first_cell + n_cells)]))
     gene_width = len(str(n_genes - 1))
     gene_names = np.array([f"gene_{i:0{gene_width}d}" for i in range(n_genes)])
@@ -504,6 +605,11 @@ def simulate(
         },
         index=pd.Index(gene_names),
     )
+    if with_batches:
+        batch_gene = (batch_effects != 0).any(axis=0)
+        unstructured = np.isin(role, [ROLES.index(r) for r in ("housekeeping", "noise", "background")])
+        var["batch_gene"] = batch_gene
+        var["batch_only"] = batch_gene & unstructured
 
     def names(cols: np.ndarray) -> np.ndarray:
         return gene_names[np.sort(cols)].astype(str)
@@ -538,6 +644,16 @@ def simulate(
         "depth_sigma": depth_sigma,
         "trajectory_fraction": trajectory_fraction,
         "n_progenitor_genes": n_progenitor_genes,
+        **(
+            {
+                "n_batches": n_batches,
+                "batch_gene_fraction": batch_gene_fraction,
+                "batch_lfc": batch_lfc,
+                "batch_depth_sigma": batch_depth_sigma,
+            }
+            if with_batches
+            else {}
+        ),
         "random_state": random_state,
         "seed_block": _SEED_BLOCK,
         "target_sum": _TARGET_SUM,
@@ -559,6 +675,9 @@ def simulate(
             "params": params,
         }
     }
+    if with_batches:
+        uns["simulation"]["batch_effects"] = batch_effects
+        uns["simulation"]["batch_depth"] = batch_depth
     return ad.AnnData(X=X, obs=obs, var=var, uns=uns, layers={"counts": counts})
 
 
@@ -623,6 +742,7 @@ class _Block:
     total: np.ndarray  # float32 observed library size
     tau: np.ndarray  # float32 differentiation time (NaN off the trajectory)
     fate: np.ndarray  # int16 fate index (-1 off the trajectory)
+    batch: np.ndarray  # int16 batch index (0 without batches)
 
     def head(self, n: int) -> _Block:
         """The first ``n`` cells."""
@@ -640,16 +760,23 @@ class _Block:
             total=self.total[:n],
             tau=self.tau[:n],
             fate=self.fate[:n],
+            batch=self.batch[:n],
         )
 
 
 def _simulate_block(
-    design: _Design, n: int, rng: np.random.Generator, trajectory_rng: np.random.Generator
+    design: _Design,
+    n: int,
+    rng: np.random.Generator,
+    trajectory_rng: np.random.Generator,
+    batch_rng: np.random.Generator | None = None,
 ) -> _Block:
     """Generate ``n`` cells densely and return their sparse rows.
 
     ``trajectory_rng`` draws which cells lie on the trajectory, their fates and
     times; it is not used without a trajectory, so ``rng`` alone decides the rest.
+    ``batch_rng`` draws each cell's batch; it is needed (and used) only with
+    batches, and then changes nothing ``rng`` draws.
     """
     n_genes = design.theta.size
     # Per-cell draws first, in a fixed order, then the count matrix.
@@ -658,6 +785,11 @@ def _simulate_block(
     t = rng.random(n)
     sigma = design.depth_sigma
     size_factor = np.exp(sigma * rng.standard_normal(n) - 0.5 * sigma * sigma)
+    batches = design.batches
+    batch = np.zeros(n, dtype=np.int16)
+    if batches is not None:
+        batch = batch_rng.integers(batches.n_batches, size=n).astype(np.int16)
+        size_factor = size_factor * batches.depth[batch]
 
     mu = design.type_means[cell_type]
     mu *= size_factor.astype(np.float32)[:, None]
@@ -688,6 +820,12 @@ def _simulate_block(
         tau[on] = time
         fate[on] = fate_of
         state[on] = np.nan
+    if batches is not None:
+        for b in np.unique(batch):
+            cols = batches.cols[b]
+            if cols.size:
+                rows = np.flatnonzero(batch == b)
+                mu[np.ix_(rows, cols)] *= batches.factor[b]
 
     row_nnz, indices, data = _sample_nb(mu, design.theta, rng)
     rows = np.repeat(np.arange(n), row_nnz)
@@ -707,6 +845,7 @@ def _simulate_block(
         total=total.astype(np.float32),
         tau=tau,
         fate=fate,
+        batch=batch,
     )
 
 

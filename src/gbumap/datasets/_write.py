@@ -52,7 +52,10 @@ def write_simulated(
     path
         ``.h5ad`` file or ``.zarr`` directory (replaced if it exists).
     n_cells, n_genes, random_state, **params
-        As for :func:`gbumap.datasets.simulate`.
+        As for :func:`gbumap.datasets.simulate`; ``params`` are passed to every
+        piece unchanged (batch options such as ``n_batches`` included: each
+        piece draws the same batch design, and its cells' batches from the
+        streams of their own blocks, so the file still equals one call's output).
     chunk_size
         Cells simulated and appended per piece (rounded up to a multiple of 1,024).
     counts
