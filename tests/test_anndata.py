@@ -21,7 +21,7 @@ def test_fit_writes_documented_keys_only(pbmc):
     emb = pbmc.obsm["X_gbumap"]
     assert emb.shape == (pbmc.n_obs, 2) and emb.dtype == np.float32
     reg = pbmc.uns["gbumap"]
-    assert reg["format_version"] == 2 and reg["params"]["baseline"] == "mean"
+    assert reg["format_version"] == 3 and reg["params"]["baseline"] == "mean"
     assert len(reg["feature_names"]) == pbmc.var["highly_variable"].sum()  # HVGs used by default
     assert reg["projection"]["components"].shape == (50, len(reg["feature_names"]))
     assert reg["reconstruction_error"]["max_rel"] < 1e-5

@@ -646,7 +646,7 @@ def _(ctx):
     return _with(ctx.fitted, lambda a: gbumap.get.model(a, key="gbumap2"))
 
 
-@bad("get/model_unknown_format_version", RegistryError, r"registry format 7; this gbumap reads formats 1, 2")
+@bad("get/model_unknown_format_version", RegistryError, r"registry format 7; this gbumap reads formats 1, 2, 3")
 def _(ctx):
     a = ctx.fitted
     a.uns["gbumap"] = dict(a.uns["gbumap"], format_version=7)

@@ -180,8 +180,8 @@ CRAFTED = {
         r"missing the field 'params'",
     ),
     "unknown_format_version": (
-        lambda f, m: _replace(f, "uns/gbumap/format_version", np.int64(3), "numeric-scalar"),
-        r"registry format 3; this gbumap reads formats 1, 2",
+        lambda f, m: _replace(f, "uns/gbumap/format_version", np.int64(4), "numeric-scalar"),
+        r"registry format 4; this gbumap reads formats 1, 2, 3",
     ),
     "format_version_as_string": (
         lambda f, m: _replace(f, "uns/gbumap/format_version", "1", "string", dtype=h5py.string_dtype()),

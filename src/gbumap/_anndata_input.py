@@ -17,7 +17,9 @@ __all__ = [
     "InputSpec",
     "choose_input",
     "feature_matrix",
+    "guard_model_key",
     "missing_key_error",
+    "obs_batches",
     "resolve_input",
     "select_cells",
     "select_obs",
@@ -226,6 +228,39 @@ def _with_constant_columns(mat: Matrix, values: np.ndarray, order: np.ndarray) -
     return sp.csr_matrix(full) if sp.issparse(mat) else full.toarray()
 
 
+def obs_batches(adata: AnnData, batch_key: str | None, *, what: str = "adata") -> np.ndarray | None:
+    """The batch labels ``obs[batch_key]`` as strings (``None`` without a key), refusing missing labels.
+
+    Checked before any computation, so a bad column leaves ``adata`` untouched.
+    """
+    if batch_key is None:
+        return None
+    if not isinstance(batch_key, str):
+        raise TypeError(f"batch_key must be an obs column name (str); got {type(batch_key).__name__}.")
+    if batch_key not in adata.obs.columns:
+        raise missing_key_error(f"obs column (batch_key, in {what})", batch_key, adata.obs.columns)
+    from ._batch_correction import batch_labels
+
+    return batch_labels(adata.obs[batch_key], name=f"obs[{batch_key!r}] of {what}")
+
+
+def guard_model_key(adata: AnnData, key: str) -> None:
+    """Refuse to write a model under ``key`` when ``uns[key]`` holds something that is not a gbumap model.
+
+    A fitted model under ``key`` may be replaced (refitting is explicit); a
+    user's own ``uns`` entry (or another tool's result) is never overwritten.
+    """
+    from collections.abc import Mapping
+
+    if key in adata.uns:
+        entry = adata.uns[key]
+        if not (isinstance(entry, Mapping) and "format_version" in entry and "encoder" in entry):
+            raise ValueError(
+                f"uns[{key!r}] already holds something that is not a gbumap model ({type(entry).__name__}); "
+                f"gbumap will not overwrite it. Pass another key_added=, or delete adata.uns[{key!r}] first."
+            )
+
+
 def select_obs(adata: AnnData, obs) -> np.ndarray:
     """Integer row indices for ``obs``: None (all), a boolean mask, names, or integers."""
     if obs is None:
@@ -287,6 +322,13 @@ def sharing_arrays(adata: AnnData, *, obs_columns=None, uns_keys=None) -> AnnDat
     existing arrays. ``obs_columns`` and ``uns_keys`` keep only those entries.
     A backed ``X`` becomes a Dask array over the file.
     """
+    if obs_columns is not None:  # a batch-corrected model kept here needs its batch column too
+        obs_columns = list(obs_columns)
+        for k in uns_keys or ():
+            correction = adata.uns.get(k, {}).get("batch_correction") if isinstance(adata.uns.get(k), dict) else None
+            batch_key = None if correction is None else str(correction.get("batch_key"))
+            if batch_key in adata.obs.columns and batch_key not in obs_columns:
+                obs_columns.append(batch_key)
     obs = adata.obs if obs_columns is None else adata.obs[list(obs_columns)].copy()
     uns = dict(adata.uns) if uns_keys is None else {k: adata.uns[k] for k in uns_keys if k in adata.uns}
     return AnnData(
@@ -337,6 +379,7 @@ def choose_input(
     n_pcs: int | None,
     neighbors_key: str | None,
     params: dict,
+    neighbors_any_rep: bool = False,
 ) -> InputChoice:
     """Validate and resolve every input option of ``tl.fit`` into one :class:`InputChoice`.
 
@@ -383,13 +426,21 @@ def choose_input(
         choice = InputChoice(matrix, names, spec, params, projection_source=source)
         rep_name = "X" if layer is None else f"layer:{layer}"
     if neighbors_key is not None:
-        choice.graph, choice.neighbors = _neighbors_graph(adata, neighbors_key, rep_name, n_pcs)
+        choice.graph, choice.neighbors = _neighbors_graph(adata, neighbors_key, rep_name, n_pcs, neighbors_any_rep)
         choice.neighbors["source"] = "scanpy"
+    elif neighbors_any_rep:
+        raise ValueError("neighbors_any_rep=True needs neighbors_key= (the graph to follow).")
     return choice
 
 
-def _neighbors_graph(adata: AnnData, neighbors_key: str, rep: str, n_pcs: int | None) -> tuple[sp.csr_matrix, dict]:
-    """The connectivities of a ``sc.pp.neighbors`` result, after checking its representation."""
+def _neighbors_graph(
+    adata: AnnData, neighbors_key: str, rep: str, n_pcs: int | None, any_rep: bool = False
+) -> tuple[sp.csr_matrix, dict]:
+    """The connectivities of a ``sc.pp.neighbors`` result, after checking its representation.
+
+    ``any_rep=True`` accepts a graph of another representation (an integrated
+    one) as the layout target; the record says so.
+    """
     if neighbors_key not in adata.uns:
         found = [k for k, v in adata.uns.items() if isinstance(v, dict) and "connectivities_key" in v]
         raise missing_key_error("neighbors_key (uns)", neighbors_key, found)
@@ -401,19 +452,25 @@ def _neighbors_graph(adata: AnnData, neighbors_key: str, rep: str, n_pcs: int | 
     their_rep = params.get("use_rep")
     if their_rep is None:
         their_rep = "X_pca" if ("X_pca" in adata.obsm and adata.n_vars > 50) else "X"
-    if str(their_rep) != rep:
+    if str(their_rep) != rep and not any_rep:
         raise ValueError(
             f"uns[{neighbors_key!r}] was computed on {their_rep!r} but this model trains on {rep!r}; the graph "
             f"would not describe the model's input. Pass use_rep={str(their_rep)!r} (for 'X_pca', gene-level "
-            "contributions are recovered from varm['PCs']), or drop neighbors_key to build a new graph."
+            "contributions are recovered from varm['PCs']), drop neighbors_key to build a new graph, or pass "
+            "neighbors_any_rep=True to follow this graph (e.g. an integrated one) while the encoder reads genes."
         )
     their_pcs = params.get("n_pcs")
-    if their_pcs is not None and n_pcs is not None and int(their_pcs) != int(n_pcs):
+    if their_pcs is not None and n_pcs is not None and int(their_pcs) != int(n_pcs) and not any_rep:
         raise ValueError(
             f"uns[{neighbors_key!r}] used n_pcs={int(their_pcs)} but n_pcs={n_pcs} was requested; use the same number."
         )
     graph = sp.csr_matrix(adata.obsp[conn_key], dtype=np.float32)
-    return graph, {"neighbors_key": neighbors_key, "connectivities_key": conn_key, "representation": str(their_rep)}
+    if graph.shape != (adata.n_obs, adata.n_obs):
+        raise ValueError(f"obsp[{conn_key!r}] has shape {graph.shape}; expected ({adata.n_obs}, {adata.n_obs}).")
+    info = {"neighbors_key": neighbors_key, "connectivities_key": conn_key, "representation": str(their_rep)}
+    if any_rep:
+        info["other_representation"] = str(str(their_rep) != rep)
+    return graph, info
 
 
 def _scanpy_loadings(adata: AnnData, use_rep: str, n_cols: int) -> tuple[np.ndarray, np.ndarray] | str:

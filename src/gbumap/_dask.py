@@ -167,17 +167,28 @@ def column_stats(X, *, name: str = "X", verbose: bool = False) -> np.ndarray:
     return totals[0] / X.shape[0]
 
 
-def map_row_chunks(X, fn: Callable[[Any], np.ndarray], tail_shape: tuple[int, ...], dtype) -> Any:
-    """A lazy Dask array of ``fn(chunk)`` for each row chunk of ``X``: ``(n_cells, *tail_shape)``."""
+def map_row_chunks(
+    X, fn: Callable[..., np.ndarray], tail_shape: tuple[int, ...], dtype, *, rows_of: np.ndarray | None = None
+) -> Any:
+    """A lazy Dask array of ``fn(chunk)`` for each row chunk of ``X``: ``(n_cells, *tail_shape)``.
+
+    With ``rows_of`` (an in-memory array with one entry per cell, e.g. batch
+    codes), ``fn(chunk, rows_of_chunk)`` receives the entries of the chunk's rows.
+    """
     tail_chunks = tuple((int(s),) for s in tail_shape)
     extra = list(range(2, 1 + len(tail_shape)))
-    return X.map_blocks(
-        fn,
+    options = dict(
         chunks=(X.chunks[0], *tail_chunks),
         new_axis=extra or None,
         dtype=dtype,
         meta=np.empty((0,) * (1 + len(tail_shape)), dtype=dtype),
     )
+    if rows_of is None:
+        return X.map_blocks(fn, **options)
+    import dask.array as da
+
+    aligned = da.from_array(np.asarray(rows_of)[:, None], chunks=(X.chunks[0], 1), name=False)
+    return da.map_blocks(lambda chunk, values: fn(chunk, values[:, 0]), X, aligned, **options)
 
 
 def store_rows(lazy, out: np.ndarray, *, verbose: bool = False) -> np.ndarray:

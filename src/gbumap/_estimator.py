@@ -14,6 +14,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from ._batch_correction import CORRECTION_METHODS, BatchCorrection, batch_labels, fit_correction, lift_matrix
 from ._attribution import Reduction, contributions_from_jacobian, reconstruction_gap, reduce_contributions
 from ._encoder import BilinearEncoder, HomogeneousMLP, check_homogeneous, encoder_jacobian
 from ._dask import column_stats, compute, is_dask_array, map_row_chunks, row_chunked, store_rows
@@ -174,6 +175,16 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         Float64 models always train in full precision. It does not affect
         exactness: the Jacobians and contributions of the trained model are
         computed in ``dtype``.
+    batch_correction
+        How ``fit(X, batches=...)`` integrates batches (ignored without
+        ``batches``): ``"harmony"`` runs Harmony (``harmonypy``) on the model's
+        own PCA and learns its correction as a per-cell shift of the encoder
+        input, a soft mixture of per-cluster, per-batch offsets;
+        ``"baseline"`` centres each batch on the common mean. Either way the
+        shift ``δ`` is subtracted from the cell's input, ``z̃ = z − δ``, so the
+        contributions still sum exactly to the embedding, and each feature's
+        contribution splits exactly into an expression part and a correction
+        part (``compute_contributions(part=...)``). See :doc:`/integration`.
     verbose
         Show progress bars and timings.
     checkpoint_path
@@ -203,6 +214,10 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         Loss at every step.
     a_, b_
         Parameters of the low-dimensional similarity curve.
+    correction_
+        The fitted :class:`~gbumap._batch_correction.BatchCorrection` when
+        ``fit`` was given ``batches`` (else ``None``); ``batch_categories_``
+        lists its batches.
     timings_
         Seconds spent in each stage of ``fit``: ``pca`` (with its passes
         ``pca_means``, ``pca_svd``, ``pca_projection``), ``graph`` (with the
@@ -249,6 +264,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         verbose: bool = False,
         checkpoint_path: str | os.PathLike | None = None,
         devices: int = 1,
+        batch_correction: Literal["harmony", "baseline"] = "harmony",
     ) -> None:
         self.n_neighbors = n_neighbors
         self.n_components = n_components
@@ -277,6 +293,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         self.verbose = verbose
         self.checkpoint_path = checkpoint_path
         self.devices = devices
+        self.batch_correction = batch_correction
 
     # ------------------------------------------------------------------ checks
     def _check_params(self, n_cells: int | None = None) -> None:
@@ -323,6 +340,8 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"training_precision must be 'auto', 'full' or 'bf16-mixed'; got {self.training_precision!r}."
             )
+        if self.batch_correction not in CORRECTION_METHODS:
+            raise ValueError(f"batch_correction must be one of {CORRECTION_METHODS}; got {self.batch_correction!r}.")
         if self.dtype not in _TORCH_DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}.")
         if self.checkpoint_path is not None and not isinstance(self.checkpoint_path, (str, os.PathLike)):
@@ -364,6 +383,63 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
                 "Pass the same features in the same order."
             )
         return X
+
+    def _batch_codes(self, batches: Any, n_cells: int) -> np.ndarray | None:
+        """Integer batch codes for ``batches`` (``None`` for a model without correction); checked."""
+        correction = getattr(self, "correction_", None)
+        if correction is None:
+            if batches is not None:
+                raise ValueError(
+                    "batches were given but this model was fitted without batch correction; "
+                    "drop batches=, or refit with fit(X, batches=...)."
+                )
+            return None
+        if batches is None:
+            raise ValueError(
+                f"This model corrects batches ({', '.join(repr(str(c)) for c in correction.categories[:5])}"
+                f"{' …' if len(correction.categories) > 5 else ''}): pass batches= with one label per cell."
+            )
+        return correction.codes(batch_labels(batches, n_cells=n_cells))
+
+    def input_shift(self, z: np.ndarray, codes: np.ndarray | None) -> np.ndarray | None:
+        """The batch correction's per-cell input shift ``δ`` (float64) for unscaled inputs ``z``, or ``None``."""
+        correction = getattr(self, "correction_", None)
+        if correction is None:
+            return None
+        return correction.shifts(z, codes)
+
+    def feature_shift(self, shift: np.ndarray) -> np.ndarray:
+        """An input-space shift ``δ`` ``(n, n_inputs)`` as per-feature values ``(n, n_features)``.
+
+        ``L δ`` with the lift of :func:`~gbumap._batch_correction.lift_matrix`:
+        projecting it on the loadings gives back ``δ``, so the corrected
+        expression ``x − L δ`` has exactly the encoder input ``z − δ``.
+        """
+        lift = getattr(self, "_lift", None)
+        if lift is None and self.components_ is not None:
+            lift = self._lift = lift_matrix(self.components_, self.n_inputs_)
+        return shift if lift is None else shift @ lift
+
+    def with_new_batches(self, X: Any, batches: Any) -> GlassBoxUMAP:
+        """A copy of this model that also knows the batches of ``batches`` it lacks (estimated from ``X``).
+
+        New batches get their offsets from their own cells (see
+        :meth:`~gbumap._batch_correction.BatchCorrection.with_new_batches`);
+        the encoder is shared, not copied. Returns ``self`` when every batch is known.
+        """
+        import copy
+
+        X = self._checked_input(X)
+        if getattr(self, "correction_", None) is None:
+            raise ValueError("This model was fitted without batch correction; it has no batches to extend.")
+        labels = batch_labels(batches, n_cells=X.shape[0])
+        if set(labels.tolist()) <= set(self.correction_.categories.tolist()):
+            return self
+        Z = self._projected_rows(X).astype(np.float64)
+        model = copy.copy(self)
+        model.correction_ = self.correction_.with_new_batches(Z, labels)
+        model.batch_categories_ = model.correction_.categories
+        return model
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -408,18 +484,23 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         divisor[divisor == 0] = 1.0  # only the baseline cell itself under "l2": z = 0 either way
         return divisor
 
-    def _encoder_input(self, X: Matrix, rows: slice | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The encoder's input ``z / s`` for some rows, and the per-cell divisor ``s``."""
-        rows = rows if rows is not None else slice(0, X.shape[0])
+    def _corrected_projection(self, X: Matrix, rows: slice, codes: np.ndarray | None) -> np.ndarray:
+        """``z − δ``: the rows' projected offset minus their batch shift (``z`` without correction)."""
         z = self._offset_projection(X, rows)
+        shift = self.input_shift(z, None if codes is None else codes[rows])
+        return z if shift is None else z - shift
+
+    def _encoder_input(
+        self, X: Matrix, rows: slice | None = None, codes: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The encoder's input ``z̃ / s`` for some rows, and the per-cell divisor ``s``.
+
+        ``codes`` are the batch codes of all rows of ``X`` (models with a batch correction).
+        """
+        rows = rows if rows is not None else slice(0, X.shape[0])
+        z = self._corrected_projection(X, rows, codes)
         divisor = self._input_divisor(z)
         return (z / divisor).astype(self.numpy_dtype), divisor
-
-    def _encoder_inputs(self, X: Matrix) -> np.ndarray:
-        out = np.empty((X.shape[0], self.n_inputs_), dtype=self.numpy_dtype)
-        for rows in _row_batches(X.shape[0], 65536):
-            out[rows] = self._encoder_input(X, rows)[0]
-        return out
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -430,6 +511,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         graph: sp.spmatrix | None = None,
         knn: tuple[np.ndarray, np.ndarray] | None = None,
         components: np.ndarray | None = None,
+        batches: Any = None,
     ) -> GlassBoxUMAP:
         """Fit the encoder to ``X``.
 
@@ -456,6 +538,12 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             Precomputed PCA loadings ``(n_pcs, n_features)`` (e.g. scanpy's
             ``varm["PCs"].T``) used instead of fitting a PCA; the data are
             centred on their mean before projecting, as scanpy does.
+        batches
+            One batch label per cell (e.g. sample or donor): the batches are
+            integrated by ``batch_correction``, and every later call
+            (``transform``, ``input_jacobian``, ``compute_contributions``,
+            ``reconstruction_error``) takes the cells' labels too. Missing
+            labels, a single batch and a batch of one cell raise a ``ValueError``.
 
         Returns
         -------
@@ -467,6 +555,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         timings: dict[str, float] = {}
         X = as_matrix(X, name="X", dtype=self.numpy_dtype)
         self._check_params(X.shape[0])
+        labels = None if batches is None else batch_labels(batches, n_cells=X.shape[0])
         device = resolve_device(self.accelerator)
         if self.devices > 1:
             from ._distributed import check_devices
@@ -477,6 +566,11 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         t0 = time.perf_counter()
         Z_raw = self._fit_projection(X, components, seed, timings)
         timings["pca"] = time.perf_counter() - t0
+        self.correction_, self.batch_categories_ = None, None
+        if labels is not None:
+            t0 = time.perf_counter()
+            Z_raw = self._fit_correction(Z_raw, labels, seed)
+            timings["batch_correction"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         self.graph_ = self._fit_graph(Z_raw, graph, knn, seed, timings)
@@ -558,6 +652,21 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         Z_raw = self._projected_rows(X)
         self.input_norm_offset_ = self._fit_input_norm(Z_raw)
         timings["pca_projection"] = time.perf_counter() - t0
+        return Z_raw
+
+    def _fit_correction(self, Z_raw: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+        """Learn the batch correction from the unscaled inputs; return them corrected (``z − δ``).
+
+        The input scale ``c`` of ``input_norm`` is measured again on the corrected inputs.
+        """
+        Z64 = Z_raw.astype(np.float64)
+        self.correction_ = fit_correction(Z64, labels, self.batch_correction, random_state=seed)
+        self.batch_categories_ = self.correction_.categories
+        Z64 -= self.correction_.shifts(Z64, self.correction_.codes(labels))
+        if not np.isfinite(Z64).all():
+            raise ValueError("The batch correction produced non-finite inputs; check X for extreme values.")
+        Z_raw = Z64.astype(self.numpy_dtype)
+        self.input_norm_offset_ = self._fit_input_norm(Z_raw)
         return Z_raw
 
     def _projected_rows(self, X) -> np.ndarray:
@@ -702,6 +811,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             None if self.components_ is None else self.baseline_ @ self.components_.T.astype(np.float64)
         )
         self.input_norm_offset_ = input_norm_offset
+        self._lift = None
 
     @classmethod
     def from_state(
@@ -719,6 +829,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         b: float,
         loss_history: np.ndarray,
         training_info: dict[str, Any],
+        correction: BatchCorrection | None = None,
     ) -> GlassBoxUMAP:
         """A fitted estimator from stored state (used when a model is read back from an AnnData).
 
@@ -734,6 +845,8 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         model.a_, model.b_ = float(a), float(b)
         model.loss_history_ = np.asarray(loss_history, dtype=np.float64)
         model.training_info_ = dict(training_info)
+        model.correction_ = correction
+        model.batch_categories_ = None if correction is None else correction.categories
         return model
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
@@ -749,27 +862,53 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
                 out[rows] = self.encoder_(torch.from_numpy(Z_np[rows]).to(device)).cpu().numpy()
         return out
 
-    def transform(self, X: Any) -> np.ndarray:
+    def _lazy_rows(self, X, codes: np.ndarray | None, fn, tail: tuple[int, ...], dtype):
+        """``fn(chunk, chunk_codes)`` over the row chunks of a Dask ``X`` (codes aligned with the chunks)."""
+        if codes is None:
+            return map_row_chunks(X, lambda chunk: fn(chunk, None), tail, dtype)
+        return map_row_chunks(X, fn, tail, dtype, rows_of=codes)
+
+    def encode(self, X: Any, batches: Any = None) -> np.ndarray:
+        """The encoder's input for each cell: ``z̃ / s`` ``(n_cells, n_inputs)``, in the model's dtype.
+
+        ``z̃`` is the cell's offset from the baseline projected on the loadings,
+        minus its batch shift; ``s`` the per-cell divisor of ``input_norm``.
+        """
+        X = self._checked_input(X)
+        codes = self._batch_codes(batches, X.shape[0])
+        out = np.empty((X.shape[0], self.n_inputs_), dtype=self.numpy_dtype)
+        for rows in _row_batches(X.shape[0], 65536):
+            out[rows] = self._encoder_input(X, rows, codes)[0]
+        return out
+
+    def transform(self, X: Any, batches: Any = None) -> np.ndarray:
         """Embed new cells with the trained encoder.
 
         Parameters
         ----------
         X
             ``(n_cells, n_features)`` with the features used in ``fit``.
+        batches
+            The cells' batch labels, for a model fitted with ``batches`` (new
+            batches: see :meth:`with_new_batches`).
 
         Returns
         -------
         ``(n_cells, n_components)`` array; a lazy Dask array of row chunks when ``X`` is a Dask array.
         """
         X = self._checked_input(X)
+        codes = self._batch_codes(batches, X.shape[0])
         if is_dask_array(X):
-            return map_row_chunks(X, self.transform, (self.n_components,), self.numpy_dtype)
+            return self._lazy_rows(X, codes, self._transform_rows, (self.n_components,), self.numpy_dtype)
+        return self._transform_rows(X, codes)
+
+    def _transform_rows(self, X: Matrix, codes: np.ndarray | None) -> np.ndarray:
         out = np.empty((X.shape[0], self.n_components), dtype=self.numpy_dtype)
         for rows in _row_batches(X.shape[0], self._inference_batch_size()):
-            out[rows] = self._embed(self._encoder_input(X, rows)[0])
+            out[rows] = self._embed(self._encoder_input(X, rows, codes)[0])
         return out
 
-    def input_jacobian(self, X: Any, batch_size: int | None = None) -> np.ndarray:
+    def input_jacobian(self, X: Any, batch_size: int | None = None, batches: Any = None) -> np.ndarray:
         """Jacobian of the encoder in its input space, per cell.
 
         This is the compressed, lossless form of the contributions: with PCA
@@ -777,20 +916,24 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         contributions follow from it, the loadings and the expression. With
         ``input_norm``, it is the encoder's Jacobian at ``z / s`` divided by
         the cell's divisor ``s`` (held constant), so that it maps the cell's
-        unscaled input ``z`` exactly to its position. A Dask array ``X`` gives a
-        lazy Dask array, computed chunk by chunk.
+        unscaled (batch-corrected) input exactly to its position. A Dask array
+        ``X`` gives a lazy Dask array, computed chunk by chunk.
         """
         X = self._checked_input(X)
+        codes = self._batch_codes(batches, X.shape[0])
         if is_dask_array(X):
-            return map_row_chunks(
-                X, lambda chunk: self.input_jacobian(chunk, batch_size), (self.n_components, self.n_inputs_),
-                self.numpy_dtype,
+            return self._lazy_rows(
+                X, codes, lambda chunk, c: self._jacobian_rows(chunk, c, batch_size),
+                (self.n_components, self.n_inputs_), self.numpy_dtype,
             )
+        return self._jacobian_rows(X, codes, batch_size)
+
+    def _jacobian_rows(self, X: Matrix, codes: np.ndarray | None, batch_size: int | None) -> np.ndarray:
         batch_size = batch_size or self._inference_batch_size()
         out = np.empty((X.shape[0], self.n_components, self.n_inputs_), dtype=self.numpy_dtype)
         with progress_bar(X.shape[0], "gbumap jacobians", self.verbose) as bar:
             for rows in _row_batches(X.shape[0], batch_size):
-                out[rows] = self._scaled_jacobian(*self._encoder_input(X, rows))
+                out[rows] = self._scaled_jacobian(*self._encoder_input(X, rows, codes))
                 bar.update(rows.stop - rows.start)
         return out
 
@@ -806,6 +949,8 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         X: Any,
         batch_size: int | None = None,
         reduction: Reduction = None,
+        batches: Any = None,
+        part: Literal["total", "expression", "correction"] = "total",
     ) -> np.ndarray:
         """Exact per-feature contributions to each cell's coordinates.
 
@@ -820,19 +965,51 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             magnitude over axes, ``(n_cells, n_features)``; ``"normed_l2"``:
             that magnitude divided by its per-cell sum; an integer: that
             signed axis.
+        batches
+            The cells' batch labels, for a model fitted with ``batches``.
+        part
+            For a batch-corrected model, each contribution is exactly the sum
+            of an ``"expression"`` part, ``J_x · (x − b)`` (the measured
+            expression's offset from the baseline), and a ``"correction"``
+            part, ``−J_x · L δ`` (what the batch correction moved);
+            ``"total"`` (the default) is their sum. Without a correction the
+            correction part is 0.
 
         Returns
         -------
-        Contributions whose sum over features equals ``transform(X)`` (a lazy
-        Dask array of row chunks when ``X`` is a Dask array).
+        Contributions whose sum over features equals ``transform(X)`` (for
+        ``part="total"``; a lazy Dask array of row chunks when ``X`` is a Dask array).
         """
+        if part not in ("total", "expression", "correction"):
+            raise ValueError(f"part must be 'total', 'expression' or 'correction'; got {part!r}.")
         X = self._checked_input(X)
         n, g = X.shape
+        codes = self._batch_codes(batches, n)
         if is_dask_array(X):
             tail = (self.n_components, g) if reduction is None else (g,)
-            return map_row_chunks(
-                X, lambda chunk: self.compute_contributions(chunk, batch_size, reduction), tail, self.numpy_dtype
+            return self._lazy_rows(
+                X, codes, lambda chunk, c: self._contribution_rows(chunk, c, batch_size, reduction, part),
+                tail, self.numpy_dtype,
             )
+        return self._contribution_rows(X, codes, batch_size, reduction, part)
+
+    def feature_offsets(
+        self, X: Matrix, rows: slice, codes: np.ndarray | None, part: str = "total"
+    ) -> np.ndarray:
+        """What the contributions multiply, per feature (float64): ``x − b − L δ`` for the rows.
+
+        ``part="expression"`` gives ``x − b``, ``"correction"`` gives ``−L δ``.
+        """
+        dense = _dense_rows(X, rows, np.float64)
+        if part == "expression" or getattr(self, "correction_", None) is None:
+            return dense - self.baseline_ if part != "correction" else np.zeros_like(dense)
+        shift = self.feature_shift(self.input_shift(self._offset_projection(X, rows), codes[rows]))
+        return -shift if part == "correction" else dense - self.baseline_ - shift
+
+    def _contribution_rows(
+        self, X: Matrix, codes: np.ndarray | None, batch_size: int | None, reduction: Reduction, part: str
+    ) -> np.ndarray:
+        n, g = X.shape
         if batch_size is None:
             batch_size = max(1, min(self._inference_batch_size(), 2**25 // max(g * self.n_components, 1)))
         shape = (n, self.n_components, g) if reduction is None else (n, g)
@@ -840,14 +1017,14 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         comps = None if self.components_ is None else self.components_.astype(self.numpy_dtype)
         with progress_bar(n, "gbumap contributions", self.verbose) as bar:
             for rows in _row_batches(n, batch_size):
-                jac = self._scaled_jacobian(*self._encoder_input(X, rows))
-                offset = (_dense_rows(X, rows, np.float64) - self.baseline_).astype(self.numpy_dtype)
+                jac = self._scaled_jacobian(*self._encoder_input(X, rows, codes))
+                offset = self.feature_offsets(X, rows, codes, part).astype(self.numpy_dtype)
                 contrib = contributions_from_jacobian(jac, offset, comps, self.homogeneity_degree_)
                 out[rows] = reduce_contributions(contrib, reduction)
                 bar.update(rows.stop - rows.start)
         return out
 
-    def reconstruction_error(self, X: Any, batch_size: int | None = None) -> dict[str, float]:
+    def reconstruction_error(self, X: Any, batch_size: int | None = None, batches: Any = None) -> dict[str, float]:
         """How well the summed contributions rebuild the embedding.
 
         Returns
@@ -857,19 +1034,23 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             ``max_rel``: that divided by ``max |Z|``.
         """
         X = self._checked_input(X)
+        codes = self._batch_codes(batches, X.shape[0])
         if is_dask_array(X):
-            per_chunk = map_row_chunks(X, lambda chunk: self._gap_and_scale(chunk, batch_size)[None], (2,), np.float64)
+            per_chunk = self._lazy_rows(
+                X, codes, lambda chunk, c: self._gap_and_scale(chunk, batch_size, c)[None], (2,), np.float64
+            )
             (worst,) = compute(per_chunk.max(axis=0), verbose=self.verbose)
             max_abs, scale = (float(v) for v in worst)
         else:
-            max_abs, scale = self._gap_and_scale(X, batch_size)
+            max_abs, scale = self._gap_and_scale(X, batch_size, codes)
         return {"max_abs": max_abs, "max_rel": max_abs / (scale or 1.0)}
 
-    def _gap_and_scale(self, X: Matrix, batch_size: int | None) -> np.ndarray:
+    def _gap_and_scale(self, X: Matrix, batch_size: int | None, codes: np.ndarray | None = None) -> np.ndarray:
         """``max |Σ_g C − Z|`` and ``max |Z|`` over the rows of an in-memory ``X``."""
-        emb = self.transform(X).astype(np.float64)
+        emb = self._transform_rows(X, codes).astype(np.float64)
         max_abs = 0.0
         for rows in _row_batches(X.shape[0], 8192):
-            contrib = self.compute_contributions(X[rows], batch_size=batch_size)
+            sub = None if codes is None else codes[rows]
+            contrib = self._contribution_rows(X[rows], sub, batch_size, None, "total")
             max_abs = max(max_abs, reconstruction_gap(contrib, emb[rows]))
         return np.array([max_abs, float(np.abs(emb).max())])

@@ -14,6 +14,15 @@ unpickles or executes anything from the file. Decoding validates every field
 
 Format versions (``uns[key]["format_version"]``):
 
+* **3** (gbumap 0.3): adds the optional ``batch_correction`` mapping (the
+  correction's ``method``, ``batch_key``, batch ``categories``, cluster
+  ``centroids``, ``sigma``, per-batch per-cluster ``offsets``,
+  ``cluster_means`` and ``n_reference_batches``, all plain arrays) and
+  ``params/batch_correction``. gbumap 0.2 refuses it: it would ignore the
+  correction and embed cells wrongly. Format-2 files read through
+  :func:`_migrate_from_2` (no correction; ``batch_correction="harmony"``, the
+  parameter's default, which such models never used).
+
 * **2** (gbumap 0.2): adds ``params/input_norm``, ``params/input_norm_scale``,
   ``params/training_precision``, ``projection/input_norm_offset`` (absent for
   ``"none"``), ``training/precision`` and ``training/engine``. gbumap 0.1
@@ -53,7 +62,7 @@ __all__ = [
     "registry_for",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 _SCALAR_PARAMS = {
     "n_neighbors": int,
@@ -75,6 +84,7 @@ _SCALAR_PARAMS = {
     "engine": str,
     "dtype": str,
     "training_precision": str,
+    "batch_correction": str,
 }
 # stored when not None; a record without one decodes to the constructor's default
 # (None, or 1 for ``devices``, which files written before it existed lack)
@@ -93,11 +103,20 @@ def _migrate_from_1(reg: Mapping) -> dict:
         out["params"] = params
     if isinstance(reg.get("training"), Mapping):
         out["training"] = {"precision": "full", "engine": "torch", **dict(reg["training"])}
-    out["format_version"] = FORMAT_VERSION
+    out["format_version"] = 2
     return out
 
 
-_MIGRATIONS = {1: _migrate_from_1}
+def _migrate_from_2(reg: Mapping) -> dict:
+    """A format-2 registry as format 3: no batch correction (the parameter at its default)."""
+    out = dict(reg)
+    if isinstance(reg.get("params"), Mapping):
+        out["params"] = {"batch_correction": "harmony", **dict(reg["params"])}
+    out["format_version"] = 3
+    return out
+
+
+_MIGRATIONS = {1: _migrate_from_1, 2: _migrate_from_2}
 
 
 class RegistryError(ValueError):
@@ -228,7 +247,11 @@ def encode_model(model) -> dict:
     if model.input_norm_offset_ is not None:
         projection["input_norm_offset"] = float(model.input_norm_offset_)
     info = model.training_info_
+    extra: dict[str, Any] = {}
+    if getattr(model, "correction_", None) is not None:
+        extra["batch_correction"] = model.correction_.to_dict()
     return {
+        **extra,
         "format_version": FORMAT_VERSION,
         "gbumap_version": __version__,
         "params": params,
@@ -408,6 +431,9 @@ def decode_model(reg: Mapping, encoder=None):
             raise RegistryError(f"Weight {name!r} did not load exactly.")
     curve = _field(reg, "umap_curve")
     training = _field(reg, "training")
+    correction = None
+    if "batch_correction" in reg:
+        correction = _decode_correction(_field(reg, "batch_correction"), n_inputs)
     return GlassBoxUMAP.from_state(
         params,
         encoder=module,
@@ -435,7 +461,37 @@ def decode_model(reg: Mapping, encoder=None):
                 _as_str(training["strategy"], "training/strategy") if "strategy" in training else "single_device"
             ),
         },
+        correction=correction,
     )
+
+
+def _decode_correction(raw: Any, n_inputs: int):
+    """The stored batch correction, every array checked (kind, dtype, shape, finite) before use."""
+    from ._batch_correction import BatchCorrection
+
+    if not isinstance(raw, Mapping):
+        raise RegistryError("Registry field 'batch_correction' must be a mapping.")
+
+    def check(name: str, value: Any, kind: Any, shape: tuple | None):
+        where = f"batch_correction/{name}"
+        if value is None:
+            raise RegistryError(f"Registry is missing the field {where!r}; the file may be damaged.")
+        if kind is str:
+            return _as_str(value, where)
+        if kind is int:
+            return _as_int(value, where)
+        if kind is float:
+            return _as_float(value, where)
+        if kind == "strings":
+            return _strings(value, where)
+        return _numeric(value, where, shape=shape).astype(np.float64)
+
+    try:
+        return BatchCorrection.from_dict(raw, n_inputs, check=check)
+    except ValueError as err:
+        if isinstance(err, RegistryError):
+            raise
+        raise RegistryError(f"Registry 'batch_correction' is invalid: {err}") from err
 
 
 # ---------------------------------------------------------------------- the record
@@ -473,6 +529,8 @@ class ModelRecord:
     gbumap_version
         The package version that wrote the record (when read back; encoding
         always records the running version).
+    batch_key
+        The ``obs`` column of the batch labels, for a batch-corrected model.
     """
 
     model: GlassBoxUMAP
@@ -486,6 +544,7 @@ class ModelRecord:
     contributions: dict | None = None
     query: dict | None = None
     gbumap_version: str | None = None
+    batch_key: str | None = None
 
     @property
     def gene_level(self) -> bool:
@@ -518,6 +577,8 @@ def encode_record(record: ModelRecord) -> dict:
         reg["contributions"] = dict(record.contributions)
     if record.query is not None:
         reg["query"] = dict(record.query)
+    if "batch_correction" in reg:
+        reg["batch_correction"]["batch_key"] = str(record.batch_key)
     return reg
 
 
@@ -552,6 +613,10 @@ def decode_record(reg: Mapping, *, encoder=None, where: str = "registry") -> Mod
         contributions=dict(reg["contributions"]) if isinstance(reg.get("contributions"), Mapping) else None,
         query=query,
         gbumap_version=str(reg.get("gbumap_version", "unknown")),
+        batch_key=(
+            _as_str(_field(reg["batch_correction"], "batch_key", "batch_correction/"), "batch_correction/batch_key")
+            if "batch_correction" in reg else None
+        ),
     )
 
 

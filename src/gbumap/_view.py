@@ -86,6 +86,39 @@ class ModelView:
         mat, _ = feature_matrix(adata, self.spec, wanted, fill=self.record.fill, rows=rows, lazy=lazy)
         return mat
 
+    def batch_labels(self, adata: AnnData) -> np.ndarray | None:
+        """Every cell's batch label (``obs[batch_key]``) for a batch-corrected model, else ``None``."""
+        if getattr(self.estimator, "correction_", None) is None:
+            return None
+        from ._anndata_input import obs_batches
+
+        labels = obs_batches(adata, self.record.batch_key)
+        self.estimator.correction_.codes(labels, where=f"obs[{self.record.batch_key!r}]")  # unknown batches raise
+        return labels
+
+    def feature_shift(self, block: Matrix, labels: np.ndarray | None) -> np.ndarray | None:
+        """The rows' batch correction per feature, ``L δ`` ``(rows, features)`` float64, or ``None``.
+
+        ``labels`` are the rows' batch labels; ``x − b − L δ`` is what the
+        contributions multiply (the corrected expression's offset from the baseline).
+        """
+        est = self.estimator
+        if labels is None:
+            return None
+        z = est._offset_projection(block, slice(None))
+        return est.feature_shift(est.input_shift(z, est.correction_.codes(labels)))
+
+    def input_offsets(self, block: Matrix, labels: np.ndarray | None) -> np.ndarray:
+        """The rows' encoder input before scaling, ``z − δ`` (float64): projected offset minus batch shift.
+
+        ``labels`` are the rows' batch labels (``None`` for a model without correction).
+        """
+        est = self.estimator
+        z = est._offset_projection(block, slice(None))
+        if labels is None:
+            return z
+        return z - est.input_shift(z, est.correction_.codes(labels))
+
     def feature_indices(self, genes: str | Sequence[str] | None) -> np.ndarray | None:
         """Positions of ``genes`` among the model's features (``None`` for all); unknown names raise."""
         if genes is None:
@@ -107,13 +140,15 @@ class ModelView:
         feature_idx: np.ndarray | None = None,
         batch_size: int = 4096,
         jacobian: np.ndarray | None = None,
+        part: str = "total",
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(rows, C)`` with exact ``(len(rows), n_components, n_features)`` contributions.
 
         Uses ``jacobian`` when given (all cells), else the Jacobians stored in
         ``obsm`` (lossless), else computes them from the model. The input is
         read one batch of rows at a time, so memory stays bounded by
-        ``batch_size`` whatever the number of cells.
+        ``batch_size`` whatever the number of cells. ``part`` (batch-corrected
+        models): ``"total"``, or its ``"expression"`` or ``"correction"`` part.
         """
         batch_size = check_batch_size(batch_size)
         est = self.estimator
@@ -123,20 +158,26 @@ class ModelView:
             comps = None if comps is None else comps[:, feature_idx]
             baseline = baseline[feature_idx]
         stored = self.stored_jacobian(adata, jacobian)
+        labels = self.batch_labels(adata)
         for start in range(0, len(obs_idx), batch_size):
             rows = obs_idx[start : start + batch_size]
             block = self.matrix(adata, rows=rows)
+            row_labels = None if labels is None else labels[rows]
             if stored is not None:
                 jac = np.asarray(stored[rows])
             else:
-                jac = est.input_jacobian(block)
+                jac = est.input_jacobian(block, batches=row_labels)
+            shift = self.feature_shift(block, row_labels)
             if feature_idx is not None:
                 block = block[:, feature_idx]
+                shift = None if shift is None else shift[:, feature_idx]
                 if comps is None:  # no PCA: the Jacobian is per feature, so subset it too
                     jac = jac[:, :, feature_idx]
             dense = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
-            offset = (dense.astype(np.float64) - baseline).astype(jac.dtype)
-            yield rows, contributions_from_jacobian(jac, offset, comps, est.homogeneity_degree_)
+            offset = dense.astype(np.float64) - baseline if part != "correction" else np.zeros(dense.shape)
+            if shift is not None and part != "expression":
+                offset -= shift
+            yield rows, contributions_from_jacobian(jac, offset.astype(jac.dtype), comps, est.homogeneity_degree_)
 
     def group_sums(
         self,
@@ -151,7 +192,8 @@ class ModelView:
         ``Σ_i C[i, d, g] = Σ_k P[k, g] · Σ_i J[i, d, k] (x[i, g] − b[g]) / degree``:
         one product of the input with the batch's Jacobians per batch instead
         of every cell's ``(n_components, n_features)`` contributions; the same
-        exact sum, several times faster.
+        exact sum, several times faster. For a batch-corrected model the input
+        is the corrected expression ``x − L δ`` (``expression`` sums it too).
         """
         est = self.estimator
         n_axes, n_features = est.n_components, len(self.feature_names)
@@ -160,16 +202,21 @@ class ModelView:
         expression = np.zeros(n_features)
         # without PCA: Σ_i J ⊙ (x − b) directly; with it, (features × axes·inputs): Σ_i (x[i] − b) ⊗ J[i]
         folded = None if est.components_ is None else np.zeros((n_features, n_axes * est.n_inputs_))
-        for rows, block, jac in self.jacobian_batches(adata, obs_idx, batch_size, jacobian):
+        for rows, block, jac, shift in self.jacobian_batches(adata, obs_idx, batch_size, jacobian):
             jac = jac.astype(np.float64)
             jac_sum += jac.sum(axis=0)
             expression += np.asarray(block.sum(axis=0)).ravel()
+            if shift is not None:
+                expression -= shift.sum(axis=0)
             if folded is None:
                 dense = block.toarray() if sp.issparse(block) else block
-                contributions += np.einsum("ndg,ng->dg", jac, dense - est.baseline_)
+                offset = dense - est.baseline_ if shift is None else dense - est.baseline_ - shift
+                contributions += np.einsum("ndg,ng->dg", jac, offset)
             else:
                 flat = jac.reshape(len(rows), -1)
                 folded += np.asarray(block.T @ flat) - np.outer(est.baseline_, flat.sum(axis=0))
+                if shift is not None:
+                    folded -= shift.T @ flat
         if folded is not None:
             loadings = est.components_.astype(np.float64)  # (inputs, features)
             for d in range(n_axes):
@@ -183,20 +230,29 @@ class ModelView:
 
     def jacobian_batches(
         self, adata: AnnData, obs_idx: np.ndarray, batch_size: int, jacobian: np.ndarray | None
-    ) -> Iterator[tuple[np.ndarray, Matrix, np.ndarray]]:
-        """Yield ``(rows, input block, Jacobians)``: stored ones when present, else computed."""
+    ) -> Iterator[tuple[np.ndarray, Matrix, np.ndarray, np.ndarray | None]]:
+        """Yield ``(rows, input block, Jacobians, feature shift)``: stored Jacobians when present, else computed.
+
+        The feature shift is the rows' batch correction ``L δ`` (``None`` for a model without one).
+        """
         batch_size = check_batch_size(batch_size)
         est = self.estimator
         stored = self.stored_jacobian(adata, jacobian)
+        labels = self.batch_labels(adata)
         for start in range(0, len(obs_idx), batch_size):
             rows = obs_idx[start : start + batch_size]
             block = self.matrix(adata, rows=rows)
-            jac = np.asarray(stored[rows]) if stored is not None else est.input_jacobian(block)
+            row_labels = None if labels is None else labels[rows]
+            if stored is not None:
+                jac = np.asarray(stored[rows])
+            else:
+                jac = est.input_jacobian(block, batches=row_labels)
+            shift = self.feature_shift(block, row_labels)
             if sp.issparse(block):
                 block = block.astype(np.float64)
             else:
                 block = np.asarray(block, dtype=np.float64)
-            yield rows, block, jac
+            yield rows, block, jac, shift
 
     def stored_jacobian(self, adata: AnnData, jacobian: np.ndarray | None = None) -> np.ndarray | None:
         """The Jacobians to reuse (``jacobian``, else ``obsm``), checked against the model; ``None`` to compute."""
@@ -220,6 +276,7 @@ class ModelView:
         feature_idx: np.ndarray | None = None,
         batch_size: int = 4096,
         jacobian: np.ndarray | None = None,
+        part: str = "total",
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(rows, values)``: contributions collapsed by ``reduction``, for the features wanted.
 
@@ -228,7 +285,7 @@ class ModelView:
         """
         whole = reduction == "normed_l2" and feature_idx is not None
         source = None if whole else feature_idx
-        for rows, contrib in self.iter_contributions(adata, obs_idx, source, batch_size, jacobian):
+        for rows, contrib in self.iter_contributions(adata, obs_idx, source, batch_size, jacobian, part):
             values = reduce_contributions(contrib, reduction)
             yield rows, values[..., feature_idx] if whole else values
 
@@ -255,21 +312,26 @@ def reconstruction_error_of(
     return {"max_abs": worst, "max_rel": worst / scale}
 
 
-def chunk_reconstruction_gaps(X, jacobian, embedding: np.ndarray, view: ModelView):
-    """Per row chunk, ``max |Σ_g C − Z|`` from the chunk's input, Jacobians and embedding (lazy)."""
+def chunk_reconstruction_gaps(X, jacobian, embedding: np.ndarray, view: ModelView, labels: np.ndarray | None = None):
+    """Per row chunk, ``max |Σ_g C − Z|`` from the chunk's input, Jacobians and embedding (lazy).
+
+    ``labels``: every cell's batch label, for a batch-corrected model.
+    """
     import dask.array as da
 
     est = view.estimator
     comps = est.components_
     emb = da.from_array(embedding, chunks=(X.chunks[0], embedding.shape[1]), name=False)
+    codes = None if labels is None else est.correction_.codes(labels)
 
-    def gap(block, jac, emb_rows) -> np.ndarray:
-        dense = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
-        offset = (dense.astype(np.float64) - est.baseline_).astype(jac.dtype)
-        contrib = contributions_from_jacobian(jac, offset, comps, est.homogeneity_degree_)
+    def gap(block, jac, emb_rows, code_rows=None) -> np.ndarray:
+        offset = est.feature_offsets(block, slice(None), None if code_rows is None else code_rows[:, 0])
+        contrib = contributions_from_jacobian(jac, offset.astype(jac.dtype), comps, est.homogeneity_degree_)
         return np.array([reconstruction_gap(contrib, emb_rows)])
 
+    arrays = [X, "ij", jacobian, "iab", emb, "ic"]
+    if codes is not None:
+        arrays += [da.from_array(codes[:, None], chunks=(X.chunks[0], 1), name=False), "ie"]
     return da.blockwise(
-        gap, "i", X, "ij", jacobian, "iab", emb, "ic", adjust_chunks={"i": 1}, concatenate=True,
-        dtype=np.float64, meta=np.empty(0),
+        gap, "i", *arrays, adjust_chunks={"i": 1}, concatenate=True, dtype=np.float64, meta=np.empty(0),
     )

@@ -1,6 +1,7 @@
 """Read gbumap results back from an AnnData as data: models, contributions, summaries, rankings, checks."""
 
 from ._contributions import contributions, reconstruction_error
+from ._correction import batch_correction
 from ._gene_sets import gene_set_scores
 from ._model import model
 from ._oriented import cell_contrast, oriented_contributions
@@ -10,6 +11,7 @@ from ._stability import stability_models
 from ._summaries import mean_contributions, top_feature_groups
 
 __all__ = [
+    "batch_correction",
     "cell_contrast",
     "contributions",
     "gene_set_scores",

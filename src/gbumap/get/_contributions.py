@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ def contributions(
     key: str = "gbumap",
     as_frame: bool = False,
     batch_size: int = 4096,
+    part: Literal["total", "expression", "correction"] = "total",
 ) -> np.ndarray | pd.DataFrame:
     """Exact per-gene contributions for any cells and genes.
 
@@ -51,6 +53,13 @@ def contributions(
         Return a tidy DataFrame (one row per cell, gene and axis) instead.
     batch_size
         Cells per batch.
+    part
+        For a model fitted with ``batch_key``: ``"total"`` (the default; sums
+        over genes to the integrated embedding), its ``"expression"`` part
+        ``J_x·(x − b)`` (the measured expression's offset from the baseline)
+        or its ``"correction"`` part ``−J_x·Lδ`` (what the batch correction
+        moved). The two parts add up to the total exactly. Without a batch
+        correction the correction part is 0.
 
     Returns
     -------
@@ -62,6 +71,8 @@ def contributions(
     >>> import gbumap
     >>> c = gbumap.get.contributions(adata, genes=["LYZ", "CST3"], reduction="l2")  # doctest: +SKIP
     """
+    if part not in ("total", "expression", "correction"):
+        raise ValueError(f"part must be 'total', 'expression' or 'correction'; got {part!r}.")
     view = model_view(adata, key)
     feature_idx = view.feature_indices(genes)
     names = view.feature_names if feature_idx is None else view.feature_names[feature_idx]
@@ -70,7 +81,7 @@ def contributions(
     shape = (len(obs_idx), n_comp, len(names)) if reduction is None else (len(obs_idx), len(names))
     out = np.empty(shape, dtype=view.estimator.numpy_dtype)
     pos = 0
-    for rows, values in view.iter_reduced(adata, obs_idx, reduction, feature_idx, batch_size=batch_size):
+    for rows, values in view.iter_reduced(adata, obs_idx, reduction, feature_idx, batch_size=batch_size, part=part):
         out[pos : pos + len(rows)] = values
         pos += len(rows)
     if not as_frame:

@@ -11,6 +11,7 @@ AnnData it is given.
 """
 
 from ._contrast import contrast
+from ._correction import batch_correction
 from ._contribution import contribution, feature_bars, mean_contributions
 from ._explore import explore
 from ._interactions import interaction_modules
@@ -22,6 +23,7 @@ from ._stability import stability
 from ._top_features import top_feature_groups, top_features
 
 __all__ = [
+    "batch_correction",
     "contrast",
     "contribution",
     "explore",

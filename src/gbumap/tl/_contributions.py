@@ -40,11 +40,14 @@ def _jacobians_in_memory(adata: AnnData, view: ModelView, batch_size: int, verbo
     """Every cell's Jacobian, reading the input one batch of cells at a time (memory beyond the output bounded)."""
     est = view.estimator
     n = adata.n_obs
+    labels = view.batch_labels(adata)
     jac = np.empty((n, est.n_components, est.n_inputs_), dtype=est.numpy_dtype)
     with progress_bar(n, "gbumap jacobians", verbose) as bar:
         for start in range(0, n, batch_size):
             rows = slice(start, min(start + batch_size, n))
-            jac[rows] = est.input_jacobian(view.matrix(adata, rows=rows), batch_size=batch_size)
+            jac[rows] = est.input_jacobian(
+                view.matrix(adata, rows=rows), batch_size=batch_size, batches=None if labels is None else labels[rows]
+            )
             bar.update(rows.stop - rows.start)
     return jac
 
@@ -58,9 +61,10 @@ def _chunked_jacobians(adata: AnnData, view: ModelView, matrix, store, batch_siz
     est = view.estimator
     if not is_dask_array(matrix):
         matrix = da.from_array(matrix, chunks=(max(batch_size, 8192), -1), asarray=False, name=False)
-    lazy = est.input_jacobian(matrix, batch_size=batch_size)
+    labels = view.batch_labels(adata)
+    lazy = est.input_jacobian(matrix, batch_size=batch_size, batches=labels)
     embedding = np.asarray(adata.obsm[view.embedding_key], dtype=np.float64)
-    worst = chunk_reconstruction_gaps(matrix, lazy, embedding, view).max()
+    worst = chunk_reconstruction_gaps(matrix, lazy, embedding, view, labels).max()
     if store is not None:
         jac, (max_abs,) = write_obsm_rows(lazy, store, view.jacobian_key, adata, also=(worst,), verbose=verbose)
     else:

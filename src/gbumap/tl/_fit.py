@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._anndata_input import choose_input
+from .._anndata_input import choose_input, guard_model_key, obs_batches
 from .._registry import ModelRecord, encode_record
 from .._validation import looks_like_counts
 
@@ -35,6 +35,8 @@ def fit(
     mask_var: str | np.ndarray | bool | None = None,
     n_pcs: int | None = None,
     neighbors_key: str | None = None,
+    neighbors_any_rep: bool = False,
+    batch_key: str | None = None,
     key_added: str = "gbumap",
     copy: bool = False,
     verbose: bool = True,
@@ -94,7 +96,23 @@ def fit(
     neighbors_key
         Reuse the graph of ``sc.pp.neighbors(..., key_added=neighbors_key)``
         (``"neighbors"`` for the default) instead of searching again. It must
-        have been computed on the same representation.
+        have been computed on the same representation, unless
+        ``neighbors_any_rep=True``.
+    neighbors_any_rep
+        Accept a ``neighbors_key`` graph computed on another representation
+        (an integrated one: ``X_pca_harmony``, scVI's ``X_scVI``, BBKNN's
+        batch-balanced graph) as the layout target. The encoder still reads
+        genes, so contributions stay per gene; the registry records which
+        graph (and representation) the layout followed. Without it such a
+        graph is refused, since it would not describe the model's input.
+    batch_key
+        ``obs`` column of batch labels (sample, donor, site): the batches are
+        integrated inside the model (``batch_correction="harmony"`` by
+        default, or ``"baseline"``), the graph is built on the corrected
+        input, and the contributions still sum exactly to the embedding; each
+        gene's contribution splits into an expression part and a correction
+        part (:func:`gbumap.get.contributions` with ``part=``). New samples
+        are mapped with :func:`gbumap.tl.transform`. See :doc:`/integration`.
     key_added
         Results go to ``obsm["X_<key_added>"]`` and ``uns[key_added]``.
     copy
@@ -131,6 +149,8 @@ def fit(
         mask_var=mask_var,
         n_pcs=n_pcs,
         neighbors_key=neighbors_key,
+        neighbors_any_rep=neighbors_any_rep,
+        batch_key=batch_key,
         key_added=key_added,
         copy=copy,
         verbose=verbose,
@@ -154,14 +174,19 @@ def _fit(
     random_state: int | None,
     measure_error: bool,
     params: dict[str, Any],
+    neighbors_any_rep: bool = False,
+    batch_key: str | None = None,
 ) -> AnnData | None:
     """:func:`fit`; ``measure_error=False`` leaves the reconstruction check to a following
     :func:`gbumap.tl.contributions`, which measures it from the Jacobians it computes anyway."""
     from .._estimator import GlassBoxUMAP
 
     params = _estimator_params(params)
+    guard_model_key(adata, key_added)
+    batches = obs_batches(adata, batch_key)
     choice = choose_input(
-        adata, use_rep=use_rep, layer=layer, mask_var=mask_var, n_pcs=n_pcs, neighbors_key=neighbors_key, params=params
+        adata, use_rep=use_rep, layer=layer, mask_var=mask_var, n_pcs=n_pcs, neighbors_key=neighbors_key,
+        params=params, neighbors_any_rep=neighbors_any_rep,
     )
     if choice.attribution == "representation":
         warnings.warn(
@@ -181,7 +206,7 @@ def _fit(
             )
 
     est = GlassBoxUMAP(random_state=random_state, verbose=verbose, **choice.params)
-    est.fit(choice.matrix, graph=choice.graph, components=choice.components)
+    est.fit(choice.matrix, graph=choice.graph, components=choice.components, batches=batches)
     record = ModelRecord(
         model=est,
         feature_names=choice.feature_names,
@@ -190,7 +215,8 @@ def _fit(
         projection_source=choice.projection_source,
         neighbors=choice.neighbors,
         timings=dict(est.timings_),
-        reconstruction_error=est.reconstruction_error(choice.matrix) if measure_error else None,
+        reconstruction_error=est.reconstruction_error(choice.matrix, batches=batches) if measure_error else None,
+        batch_key=batch_key,
     )
     target = adata.copy() if copy else adata
     target.obsm[f"X_{key_added}"] = est.embedding_.astype(np.float32)

@@ -132,13 +132,21 @@ def _set_terms(view: ModelView, sets: _Sets) -> dict:
     return {"genes": sets.seen, "loadings": loadings, "baseline": baselines}
 
 
-def _set_contributions(block, jac: np.ndarray, view: ModelView, terms: dict) -> np.ndarray:
-    """``(cells, axes, sets)`` exact sums of the sets' gene contributions for one batch, in float64."""
+def _set_contributions(
+    block, jac: np.ndarray, view: ModelView, terms: dict, shift: np.ndarray | None = None
+) -> np.ndarray:
+    """``(cells, axes, sets)`` exact sums of the sets' gene contributions for one batch, in float64.
+
+    ``shift`` is the rows' batch correction per gene (``L δ``), for a batch-corrected model.
+    """
     est = view.estimator
     jac64 = jac.astype(np.float64)
     if "membership" in terms:  # no PCA: the Jacobian is per gene, so sum the genes' contributions
         dense = block.toarray() if sp.issparse(block) else np.asarray(block)
-        contrib = jac64 * (dense.astype(np.float64) - est.baseline_)[:, None, :]
+        offset = dense.astype(np.float64) - est.baseline_
+        if shift is not None:
+            offset -= shift
+        contrib = jac64 * offset[:, None, :]
         n, d, g = contrib.shape
         out = np.asarray(terms["membership"].T @ contrib.reshape(n * d, g).T).T.reshape(n, d, -1)
     else:  # set s moves the cell by J · P[:, S] (x_S − b_S): project each set's offset, then apply J
@@ -147,6 +155,8 @@ def _set_contributions(block, jac: np.ndarray, view: ModelView, terms: dict) -> 
         for s, (loadings, base) in enumerate(zip(terms["loadings"], terms["baseline"])):
             idx = terms["genes"][s]
             z = np.asarray(block[:, idx] @ loadings) - base  # (cells, pcs)
+            if shift is not None:
+                z -= shift[:, idx] @ loadings
             out[:, :, s] = np.matmul(jac64, z[:, :, None])[:, :, 0]
     degree = est.homogeneity_degree_
     return out / degree if degree != 1 else out
@@ -368,8 +378,8 @@ def gene_set_contributions(
 
     terms = _set_terms(view, sets)
     values = np.empty((adata.n_obs, view.estimator.n_components, len(sets.names)), dtype=np.float32)
-    for rows, block, jac in view.jacobian_batches(adata, np.arange(adata.n_obs), batch_size, None):
-        batch = _set_contributions(block, jac, view, terms)
+    for rows, block, jac, shift in view.jacobian_batches(adata, np.arange(adata.n_obs), batch_size, None):
+        batch = _set_contributions(block, jac, view, terms, shift)
         values[rows] = batch
         if sums is not None:
             sums.add(rows, block, jac, batch, view)

@@ -121,11 +121,11 @@ def interaction_modules(
             f"interaction matrices); got {n_modules!r}."
         )
     est = view.estimator
-    X = view.matrix(adata)
+    labels = view.batch_labels(adata)
     inputs = np.empty((adata.n_obs, n_inputs))
     for start in range(0, adata.n_obs, batch_size):
-        rows = slice(start, min(start + batch_size, adata.n_obs))
-        inputs[rows] = est._encoder_input(X, rows)[0]
+        rows = np.arange(start, min(start + batch_size, adata.n_obs))
+        inputs[rows] = est.encode(view.matrix(adata, rows=rows), batches=None if labels is None else labels[rows])
 
     loadings_of = (lambda v: v) if est.components_ is None else (lambda v: est.components_.astype(np.float64).T @ v)
     position = np.einsum("nk,dkl,nl->nd", inputs, forms, inputs)

@@ -90,11 +90,12 @@ def _first_order(adata, view, rows, group, n_groups, targets, batch_size) -> tup
     step = max(1, min(batch_size, _BLOCK_VALUES // (d * n_genes)))
     lengths, inputs = np.zeros((n_groups, n_genes)), np.zeros((n_groups, n_genes))
     vectors = np.zeros((n_groups, d, n_genes))
+    labels = view.batch_labels(adata)
     for start in range(0, len(rows), step):
         r, g = rows[start : start + step], group[start : start + step]
         block = view.matrix(adata, rows=r)
         x = dense(block)
-        z = est._offset_projection(block, slice(None))
+        z = view.input_offsets(block, None if labels is None else labels[r])  # the batch shift is held fixed
         s = est._input_divisor(z)
         u = (z / s).astype(est.numpy_dtype)
         f_u = est._embed(u).astype(np.float64)
@@ -132,14 +133,16 @@ def _exact(adata, view, rows, genes, targets, batch_size) -> tuple[np.ndarray, n
     d = est.n_components
     lengths, vectors = np.zeros(len(genes)), np.zeros((len(genes), d))
     step = max(1, batch_size // max(len(genes), 1))
+    labels = view.batch_labels(adata)
     for start in range(0, len(rows), step):
         block = view.matrix(adata, rows=rows[start : start + step])
+        block_labels = None if labels is None else labels[rows[start : start + step]]
         x = dense(block[:, genes])
         delta = targets[genes].astype(block.dtype).astype(np.float64)[None, :] - x
         cell, which = np.nonzero(delta)
         if len(cell) == 0:
             continue
-        z = est._offset_projection(block, slice(None))
+        z = view.input_offsets(block, block_labels)
         s = est._input_divisor(z)
         u = (z / s).astype(est.numpy_dtype)
         z_new = _one_gene_shift(est, z[cell], genes[which], delta[cell, which])

@@ -262,6 +262,7 @@ def _moves(adata, view, rows, gene_idx, edit, batch_size) -> _Moves:
     scale = embedding_scale(adata, view)
     rtol = agreement_rtol(est)
     seen_max = 0.0
+    labels = view.batch_labels(adata)
     for start in range(0, n, batch_size):
         pos = np.arange(start, min(start + batch_size, n))
         block = view.matrix(adata, rows=rows[pos])
@@ -270,7 +271,10 @@ def _moves(adata, view, rows, gene_idx, edit, batch_size) -> _Moves:
         moved = (delta != 0).any(axis=1)
         if not moved.any():
             continue
-        z = est._offset_projection(block[np.flatnonzero(moved)], slice(None))
+        # the batch shift is a per-cell constant here, like the baseline: held at the cell's own value
+        z = view.input_offsets(
+            block[np.flatnonzero(moved)], None if labels is None else labels[rows[pos[moved]]]
+        )
         z_new = shifted_input(est, z, gene_idx, delta[moved])
         s, s_new = est._input_divisor(z), est._input_divisor(z_new)
         u, u_new = (z / s).astype(est.numpy_dtype), (z_new / s_new).astype(est.numpy_dtype)

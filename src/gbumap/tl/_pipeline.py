@@ -54,7 +54,8 @@ def glassbox_umap(
         Show progress bars.
     **fit_params
         Passed to :func:`gbumap.tl.fit` (``use_rep``, ``layer``, ``n_pcs``,
-        ``neighbors_key`` and any :class:`~gbumap.GlassBoxUMAP` parameter).
+        ``neighbors_key``, ``neighbors_any_rep``, ``batch_key`` and any
+        :class:`~gbumap.GlassBoxUMAP` parameter).
 
     Returns
     -------
@@ -74,7 +75,11 @@ def glassbox_umap(
         check_groupby(adata, groupby)
     if top_genes is not None and (isinstance(top_genes, bool) or int(top_genes) < 1):
         raise ValueError(f"top_genes must be a positive integer; got {top_genes!r}.")
-    named = {k: fit_params.pop(k, None) for k in ("use_rep", "layer", "mask_var", "n_pcs", "neighbors_key")}
+    named = {
+        k: fit_params.pop(k, None)
+        for k in ("use_rep", "layer", "mask_var", "n_pcs", "neighbors_key", "batch_key")
+    }
+    named["neighbors_any_rep"] = fit_params.pop("neighbors_any_rep", False)
     random_state = fit_params.pop("random_state", 0)
     # results are written into a scratch object first, so Ctrl-C or an error leaves adata as it was
     # (a backed adata's X enters the scratch object as a Dask array over its file)

@@ -101,7 +101,13 @@ def _shared_graph(adata: AnnData, view: ModelView, X, seed: int) -> tuple[sp.csr
     from .._estimator import GlassBoxUMAP
 
     ref = view.estimator
-    builder = GlassBoxUMAP(**{**ref.get_params(), "random_state": seed, "checkpoint_path": None})
+    if getattr(ref, "correction_", None) is not None:  # the graph of the corrected input
+        from .._seed_runs import SharedProjection
+
+        builder = SharedProjection(**{**ref.get_params(), "random_state": seed, "checkpoint_path": None})
+        builder._reference, builder._codes = ref, ref.correction_.codes(view.batch_labels(adata))
+    else:
+        builder = GlassBoxUMAP(**{**ref.get_params(), "random_state": seed, "checkpoint_path": None})
     Z_raw = builder._fit_projection(X, ref.components_, seed)
     return sp.csr_matrix(builder._fit_graph(Z_raw, None, None, seed), dtype=np.float32), "gbumap"
 
@@ -260,6 +266,8 @@ def stability(
 
     X = as_matrix(view.matrix(adata), name="X", dtype=ref.numpy_dtype)
     n_cells = X.shape[0]
+    labels = view.batch_labels(adata)
+    codes = None if labels is None else ref.correction_.codes(labels)
     t0 = time.perf_counter()
     graph, graph_source = _shared_graph(adata, view, X, ref_seed)
     graph_seconds = time.perf_counter() - t0
@@ -271,7 +279,7 @@ def stability(
     runs, train_seconds, infos = [], [], []
     with tqdm(total=len(seeds), desc="gbumap stability", unit="model", disable=not verbose, leave=False) as bar:
         for seed in seeds:
-            if bootstrap is None:
+            if bootstrap is None and codes is None:
                 est = GlassBoxUMAP(**{**params, "random_state": seed})
                 est.fit(X, graph=graph, components=ref.components_)
                 same = np.array_equal(est.baseline_, ref.baseline_) and est.input_norm_offset_ == ref.input_norm_offset_
@@ -281,10 +289,13 @@ def stability(
                         "was the input changed after fitting? Refit the reference with gbumap.tl.fit."
                     )
             else:
-                n_train = max(int(round(float(bootstrap) * n_cells)), ref.n_neighbors + 1)
+                # a batch-corrected reference shares its correction with every run (refitting it would move it)
+                share = 1.0 if bootstrap is None else float(bootstrap)
+                n_train = max(int(round(share * n_cells)), ref.n_neighbors + 1)
                 cells = np.sort(np.random.default_rng(seed).choice(n_cells, size=min(n_train, n_cells), replace=False))
                 est = SharedProjection(**{**params, "random_state": seed})
                 est._reference = ref
+                est._codes = None if codes is None else codes[cells]
                 est.fit(X[cells], graph=graph[cells][:, cells], components=ref.components_)
             train_seconds.append(float(est.training_info_["seconds"]))
             info = {"loss": est.loss_history_, "seconds": est.training_info_["seconds"]}
@@ -292,7 +303,7 @@ def stability(
             runs.append(_run_model(ref, est.encoder_, seed, info))
             bar.update(1)
 
-    embeddings = [m.transform(X).astype(np.float64) for m in runs]
+    embeddings = [m.transform(X, batches=labels).astype(np.float64) for m in runs]
     aligned = [procrustes_align(Y, reference) for Y in embeddings]
     sq = np.stack([np.sum((A - reference) ** 2, axis=1) for A, _ in aligned])  # (runs, cells)
     spread = np.sqrt(sq.mean(axis=0))

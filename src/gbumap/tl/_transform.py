@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata_input import feature_matrix
+from .._anndata_input import feature_matrix, obs_batches
 from .._dask import compute, is_dask_array
 from .._registry import decode_record, encode_record, read_record
 from .._validation import check_batch_size
@@ -26,6 +26,7 @@ def transform(
     fill_missing: Literal["baseline", "zero"] | None = None,
     contributions: bool = True,
     batch_size: int = 4096,
+    batch_key: str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
     """Embed query cells with a model fitted on a reference, and explain them.
@@ -53,6 +54,15 @@ def transform(
         Also store the query cells' Jacobians (``obsm["<key_added>_jacobian"]``).
     batch_size
         Cells per batch.
+    batch_key
+        For a model fitted with ``batch_key``: the query's ``obs`` column of
+        batch labels (default: the reference's ``batch_key``). Cells of a
+        batch the reference knows get its stored correction; a new batch (a
+        new sample) gets offsets estimated from its own cells, per cluster of
+        the reference's correction, as Symphony maps queries onto a Harmony
+        reference; they are recorded in the query's copy of the registry.
+        The query's contributions are exact either way. A query without the
+        column raises an error.
     copy
         Return a new AnnData instead of writing into ``adata``.
 
@@ -76,6 +86,15 @@ def transform(
     batch_size = check_batch_size(batch_size)
     record = read_record(reference, key) if isinstance(reference, AnnData) else decode_record(reference)
     model, names, spec = record.model, record.feature_names, record.input
+    labels = None
+    if getattr(model, "correction_", None) is not None:
+        batch_key = batch_key or record.batch_key
+        labels = obs_batches(adata, batch_key, what="the query")
+    elif batch_key is not None:
+        raise ValueError(
+            f"batch_key={batch_key!r} was given but the reference model was fitted without batch correction; "
+            "drop batch_key (or refit the reference with gbumap.tl.fit(..., batch_key=...))."
+        )
     missing = np.array([], dtype=str)
     fill = None
     if spec.use_rep is None:
@@ -102,30 +121,45 @@ def transform(
     embedding = np.empty((n, model.n_components), dtype=np.float32)
     jac = np.empty((n, model.n_components, model.n_inputs_), dtype=model.numpy_dtype) if contributions else None
     lazy, _ = feature_matrix(adata, spec, names, fill=fill, lazy=True)
+    new_batches: list[str] = []
+    if labels is not None:
+        known = set(model.correction_.categories.tolist())
+        new_batches = [str(b) for b in pd.unique(labels) if b not in known]
+        if new_batches:  # offsets of new batches from their own cells (one projection pass)
+            cells = np.flatnonzero(np.isin(labels, new_batches))
+            block = lazy[cells] if is_dask_array(lazy) else feature_matrix(adata, spec, names, fill=fill, rows=cells)[0]
+            model = model.with_new_batches(block, labels[cells])
+            record = record.replace(model=model)
     if is_dask_array(lazy):
         import dask.array as da
 
-        sources, targets = [model.transform(lazy)], [embedding]
+        sources, targets = [model.transform(lazy, batches=labels)], [embedding]
         if jac is not None:
-            sources.append(model.input_jacobian(lazy, batch_size=batch_size))
+            sources.append(model.input_jacobian(lazy, batch_size=batch_size, batches=labels))
             targets.append(jac)
         compute(da.store(sources, targets, lock=False, compute=False))  # one pass over the chunks
     else:
         for start in range(0, n, batch_size):
             rows = slice(start, min(start + batch_size, n))
             X, _ = feature_matrix(adata, spec, names, fill=fill, rows=rows)
-            embedding[rows] = model.transform(X)
+            row_labels = None if labels is None else labels[rows]
+            embedding[rows] = model.transform(X, batches=row_labels)
             if jac is not None:
-                jac[rows] = model.input_jacobian(X, batch_size=batch_size)
+                jac[rows] = model.input_jacobian(X, batch_size=batch_size, batches=row_labels)
 
     key_added = key if key_added is None else key_added
     query = {"n_missing_genes": int(len(missing)), "fill_missing": str(fill_missing)}
+    if new_batches:
+        query["new_batches"] = np.asarray(new_batches, dtype=str)
     if fill:
         query["missing_genes"] = np.asarray(list(fill), dtype=str)
         query["fill_values"] = np.asarray(list(fill.values()), dtype=np.float64)
     stored = None if jac is None else {"jacobian_key": f"{key_added}_jacobian", "dtype": str(jac.dtype)}
     # the reference's reconstruction error does not describe the query: it is measured on demand
-    query_record = record.replace(query=query, contributions=stored, reconstruction_error=None)
+    query_record = record.replace(
+        query=query, contributions=stored, reconstruction_error=None,
+        batch_key=batch_key if labels is not None else record.batch_key,
+    )
     target = adata.copy() if copy else adata
     target.obsm[f"X_{key_added}"] = embedding
     if jac is not None:
