@@ -20,8 +20,20 @@ def test_demo_writes_everything(tmp_path, capsys):
     ours = [w for w in caught if not str(w.filename).startswith(("/usr", sys.prefix)) or "anndata" in str(w.filename)]
     assert not ours, [f"{w.category.__name__}: {w.message}" for w in ours]
     out = capsys.readouterr().out
-    assert "reconstruction error" in out and "CD14+ Monocyte:" in out
+    assert "reconstruction error" in out
     assert "ranked by mean L2 contribution in the group × max(0, pts − pts_rest)" in out
+    # each group's size beside its list, and the groups under 30 cells marked (benchmarks/small_groups.py)
+    lines = {line.strip().split(" (")[0]: line.strip() for line in out.splitlines() if line.startswith("  ")}
+    sizes = {"Dendritic": 240, "CD14+ Monocyte": 129, "CD19+ B": 95, "CD4+/CD25 T Reg": 68, "CD8+ Cytotoxic T": 54,
+             "CD8+/CD45RA+ Naive Cytotoxic": 43, "CD56+ NK": 31, "CD4+/CD45RO+ Memory": 19, "CD34+": 13,
+             "CD4+/CD45RA+/CD25- Naive T": 8}
+    assert set(sizes) <= set(lines)
+    for group, size in sizes.items():
+        if size < 30:
+            assert lines[group].startswith(f"{group} ({size} cells; fewer than 30: fragile list): "), lines[group]
+        else:
+            assert lines[group].startswith(f"{group} ({size} cells): "), lines[group]
+        assert len(lines[group].split(": ", 1)[1].split(", ")) == 5
     for name in ("pbmc68k_gbumap.h5ad", "top_features.png", "reconstruction.png", "rank_features.png"):
         assert (tmp_path / name).stat().st_size > 1000, name
     pytest.importorskip("bokeh")
@@ -39,6 +51,19 @@ def test_fit_command(tmp_path, pbmc, capsys):
     assert back.obsm["X_gbumap"].shape == (pbmc.n_obs, 2)
     assert float(back.uns["gbumap"]["reconstruction_error"]["max_rel"]) < 1e-5
     assert "top genes per bulk_labels" in capsys.readouterr().out
+
+
+def test_summary_of_a_ranking_without_recorded_sizes_counts_obs(pbmc_fitted):
+    """Rankings written before group_sizes existed: the sizes come from obs[groupby]."""
+    from gbumap.cli import _summary
+
+    del pbmc_fitted.uns["rank_features_gbumap"]["group_sizes"]
+    text = _summary(pbmc_fitted, "gbumap", "bulk_labels")
+    assert "  CD34+ (13 cells; fewer than 30: fragile list): " in text
+    assert "  CD14+ Monocyte (129 cells): " in text
+    pbmc_fitted.obs = pbmc_fitted.obs.drop(columns="bulk_labels")
+    text = _summary(pbmc_fitted, "gbumap", "bulk_labels")
+    assert "  CD34+: " in text and "cells" not in text.split("top genes per")[1]
 
 
 def test_fit_command_reports_bad_input(tmp_path, pbmc, capsys):

@@ -15,8 +15,10 @@ import pytest
 import gbumap
 
 GROUPBY = "bulk_labels"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# Debian's paths; GBUMAP_CHROMIUM and GBUMAP_CHROMEDRIVER point the tests elsewhere (CI points them at
+# nothing to prove that the README's test command passes, skipping these tests, on a machine without a browser).
+CHROMIUM = Path(os.environ.get("GBUMAP_CHROMIUM") or "/usr/bin/chromium")
+CHROMEDRIVER = Path(os.environ.get("GBUMAP_CHROMEDRIVER") or "/usr/bin/chromedriver")
 INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
 ARGS = (
     "--headless --no-sandbox --disable-gpu --disable-dev-shm-usage --disable-background-networking "
@@ -80,20 +82,62 @@ def test_missing_bokeh_names_the_extra(adata, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- browser
 
 
-def browser_missing() -> str | None:
+def browser_missing(chromium: Path | None = None, chromedriver: Path | None = None) -> str | None:
     """Why the browser tests cannot run here (chromium or its driver absent), or ``None``."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    chromium = CHROMIUM if chromium is None else chromium
+    chromedriver = CHROMEDRIVER if chromedriver is None else chromedriver
+    missing = [str(p) for p in (chromium, chromedriver) if not p.exists()]
     if not missing:
         return None
     return f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} absent; install with: {INSTALL}"
 
 
-def test_browser_guard_names_what_is_missing(monkeypatch, tmp_path):
-    monkeypatch.setattr(sys.modules[__name__], "CHROMEDRIVER", tmp_path / "no-chromedriver")
+def test_browser_guard_names_what_is_missing(tmp_path):
+    """Every case on files this test controls, so it passes with and without a browser installed."""
+    chromium, chromedriver = tmp_path / "chromium", tmp_path / "chromedriver"
+    gone_chromium, gone_driver = tmp_path / "no-chromium", tmp_path / "no-chromedriver"
+    chromium.write_text("#!/bin/sh\n")
+    chromedriver.write_text("#!/bin/sh\n")
+    assert browser_missing(chromium, chromedriver) is None
+    assert browser_missing(chromium, gone_driver) == f"{gone_driver} is absent; install with: {INSTALL}"
+    assert browser_missing(gone_chromium, chromedriver) == f"{gone_chromium} is absent; install with: {INSTALL}"
+    assert browser_missing(gone_chromium, gone_driver) == (
+        f"{gone_chromium} and {gone_driver} are absent; install with: {INSTALL}"
+    )
+
+
+@pytest.mark.parametrize("installed", [True, False], ids=["browser installed", "no browser"])
+def test_browser_guard_reads_the_module_paths(installed, monkeypatch, tmp_path):
+    """The guard the driver fixture calls reads CHROMIUM/CHROMEDRIVER, whatever this machine has."""
+    chromium, chromedriver = tmp_path / "chromium", tmp_path / "chromedriver"
+    if installed:
+        chromium.write_text("#!/bin/sh\n")
+        chromedriver.write_text("#!/bin/sh\n")
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", chromium)
+    monkeypatch.setattr(sys.modules[__name__], "CHROMEDRIVER", chromedriver)
     why = browser_missing()
-    assert why is not None and "no-chromedriver is absent" in why and INSTALL in why
-    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", tmp_path / "no-chromium")
-    assert "no-chromium and" in browser_missing() and "are absent" in browser_missing()
+    if installed:
+        assert why is None
+    else:
+        assert why == f"{chromium} and {chromedriver} are absent; install with: {INSTALL}"
+
+
+def test_browser_paths_follow_the_environment(tmp_path, monkeypatch):
+    """GBUMAP_CHROMIUM / GBUMAP_CHROMEDRIVER replace Debian's paths (CI hides the browser with them)."""
+    import importlib.util
+
+    def paths():
+        spec = importlib.util.spec_from_file_location("_explorer_paths", __file__)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.CHROMIUM, module.CHROMEDRIVER
+
+    monkeypatch.setenv("GBUMAP_CHROMIUM", str(tmp_path / "c"))
+    monkeypatch.setenv("GBUMAP_CHROMEDRIVER", str(tmp_path / "d"))
+    assert paths() == (tmp_path / "c", tmp_path / "d")
+    monkeypatch.delenv("GBUMAP_CHROMIUM")
+    monkeypatch.setenv("GBUMAP_CHROMEDRIVER", "")
+    assert paths() == (Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"))
 
 
 @pytest.fixture(scope="module")

@@ -175,3 +175,92 @@ def test_score_and_direction_are_checked(pbmc_trained):
         gbumap.tl.rank_features(pbmc_trained, "bulk_labels", score="wilcoxon")
     with pytest.raises(ValueError, match="direction must be 'up' or 'any'"):
         gbumap.get.top_feature_groups(pbmc_trained, direction="down")
+
+
+# --------------------------------------------------------------------------- small groups
+def _small_group_warnings(caught) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, gbumap.tl.SmallGroupWarning)]
+
+
+def test_small_groups_warn_below_the_measured_threshold_and_not_at_it(pbmc_trained):
+    from gbumap.tl._rank import MIN_GROUP_SIZE
+
+    # benchmarks/small_groups.py: the smallest size at which subsets keep 80% of the whole group's top 10
+    assert MIN_GROUP_SIZE == 30
+    adata = pbmc_trained
+    labels = np.full(adata.n_obs, "rest", dtype=object)
+    monocytes = np.flatnonzero((adata.obs["bulk_labels"] == "CD14+ Monocyte").to_numpy())
+    labels[monocytes[:29]] = "below"
+    labels[monocytes[29:59]] = "at"
+    adata.obs["sized"] = pd.Categorical(labels)
+    with pytest.warns(gbumap.tl.SmallGroupWarning) as caught:
+        gbumap.tl.rank_features(adata, "sized", key_added="sized_rank")
+    (message,) = _small_group_warnings(caught)
+    assert issubclass(gbumap.tl.SmallGroupWarning, UserWarning)
+    assert "'below' (29 cells)" in message and "'at'" not in message and "'rest'" not in message
+    assert "fewer than 30 cells" in message and "merge the group" in message and "groups=" in message
+    assert "uns['sized_rank']['group_sizes']" in message
+    assert caught[0].filename == __file__, "the warning points at the caller, not at gbumap"
+    # the groups at and above the threshold alone: no warning at all
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gbumap.tl.rank_features(adata, "sized", groups=["at", "rest"], key_added="sized_rank")
+    assert list(adata.uns["sized_rank"]["names"].dtype.names) == ["at", "rest"]
+    del adata.obs["sized"], adata.uns["sized_rank"]
+
+
+def test_small_groups_of_pbmc_are_named_with_their_sizes(pbmc_trained):
+    with pytest.warns(gbumap.tl.SmallGroupWarning) as caught:
+        gbumap.tl.rank_features(pbmc_trained, "bulk_labels", key_added="bulk_check")
+    (message,) = _small_group_warnings(caught)
+    for named in ("'CD4+/CD45RO+ Memory' (19 cells)", "'CD34+' (13 cells)", "'CD4+/CD45RA+/CD25- Naive T' (8 cells)"):
+        assert named in message
+    assert "CD56+ NK" not in message, "31 cells is above the threshold"
+    del pbmc_trained.uns["bulk_check"]
+
+
+def test_glassbox_umap_warns_at_the_callers_line(pbmc_log_raw):
+    adata = pbmc_log_raw[:, :60].copy()
+    with pytest.warns(gbumap.tl.SmallGroupWarning, match=r"'CD34\+' \(13 cells\)") as caught:
+        gbumap.tl.glassbox_umap(adata, groupby="bulk_labels", n_steps=5, verbose=False)
+    (warning,) = [w for w in caught if issubclass(w.category, gbumap.tl.SmallGroupWarning)]
+    assert warning.filename == __file__
+
+
+def test_randomization_check_warns_once(pbmc_trained):
+    with pytest.warns(gbumap.tl.SmallGroupWarning) as caught:
+        gbumap.tl.randomization_check(pbmc_trained.copy(), "bulk_labels", n_randomizations=2)
+    assert len(_small_group_warnings(caught)) == 1
+
+
+def test_group_sizes_are_recorded_and_survive_h5ad(pbmc_trained, tmp_path):
+    import anndata as ad
+
+    from gbumap.get._rank import _ranked_group_sizes
+
+    adata = pbmc_trained
+    result = adata.uns["rank_features_gbumap"]
+    counts = adata.obs["bulk_labels"].value_counts()
+    assert set(result["group_sizes"].dtype.names) == set(counts.index)
+    assert {g: int(result["group_sizes"][g][0]) for g in counts.index} == counts.to_dict()
+    assert _ranked_group_sizes(adata, "rank_features_gbumap")["CD4+/CD45RA+/CD25- Naive T"] == 8
+    # a subset of groups records only those
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gbumap.tl.SmallGroupWarning)
+        gbumap.tl.rank_features(adata, "bulk_labels", groups=["CD34+", "CD19+ B"], key_added="two")
+    assert _ranked_group_sizes(adata, "two") == {"CD34+": 13, "CD19+ B": 95}
+    before = gbumap.get.rank_features_df(adata)
+    scanpy_before = sc.get.rank_genes_groups_df(adata, "CD34+", key="rank_features_gbumap")
+    adata.write_h5ad(tmp_path / "sizes.h5ad")
+    back = ad.read_h5ad(tmp_path / "sizes.h5ad")
+    assert _ranked_group_sizes(back, "rank_features_gbumap") == counts.to_dict()
+    assert _ranked_group_sizes(back, "two") == {"CD34+": 13, "CD19+ B": 95}
+    pd.testing.assert_frame_equal(gbumap.get.rank_features_df(back), before)
+    pd.testing.assert_frame_equal(
+        sc.get.rank_genes_groups_df(back, "CD34+", key="rank_features_gbumap"), scanpy_before
+    )
+    assert len(scanpy_before) == adata.uns["gbumap"]["feature_names"].shape[0]
+    # a ranking written before sizes were recorded: counted from obs[groupby]
+    del back.uns["two"]["group_sizes"]
+    assert _ranked_group_sizes(back, "two") == {"CD34+": 13, "CD19+ B": 95}
+    del adata.uns["two"]

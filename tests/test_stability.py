@@ -267,3 +267,12 @@ def test_no_warning_with_the_default_seeds(pbmc_fitted):
         warnings.simplefilter("error")
         gbumap.tl.stability(pbmc_fitted, 2, verbose=False)
     assert list(pbmc_fitted.uns[KEY]["seeds"]) == [1]
+
+
+def test_small_groups_warn_once_not_once_per_model(pbmc_fitted):
+    """The reference's ranking names the groups under 30 cells; the further runs' rankings stay quiet."""
+    with pytest.warns(gbumap.tl.SmallGroupWarning) as caught:
+        gbumap.tl.stability(pbmc_fitted, 3, groupby="bulk_labels", verbose=False)
+    small = [str(w.message) for w in caught if issubclass(w.category, gbumap.tl.SmallGroupWarning)]
+    assert len(small) == 1 and "'CD34+' (13 cells)" in small[0]
+    assert caught[0].filename == __file__

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 __all__ = ["main"]
@@ -33,10 +34,19 @@ def _summary(adata, key: str, groupby: str | None, n_top: int = 5) -> str:
 
         params = adata.uns[rank_key]["params"]
         label = score_label(str(params.get("score", "logfc")), _stored_reduction(params), key)
+        from .get._rank import _ranked_group_sizes
+        from .tl._rank import MIN_GROUP_SIZE
+
+        sizes = _ranked_group_sizes(adata, rank_key)
         lines.append(f"top genes per {groupby} (ranked by {label}):")
         for group in adata.uns[rank_key]["names"].dtype.names:
             top = rank_features_df(adata, group, key=rank_key)["names"].head(n_top)
-            lines.append(f"  {group}: {', '.join(top)}")
+            size = sizes.get(group)
+            if size is None:
+                lines.append(f"  {group}: {', '.join(top)}")
+                continue
+            mark = f"; fewer than {MIN_GROUP_SIZE}: fragile list" if size < MIN_GROUP_SIZE else ""
+            lines.append(f"  {group} ({size} cells{mark}): {', '.join(top)}")
     return "\n".join(lines)
 
 
@@ -81,7 +91,10 @@ def _demo(args: argparse.Namespace) -> int:
         f"gbumap demo: pbmc68k_reduced ({adata.n_obs} cells × {adata.n_vars} genes, log-normalised), "
         "bundled with scanpy"
     )
-    tl.glassbox_umap(adata, groupby="bulk_labels", top_genes=20, verbose=not args.quiet, n_steps=args.n_steps)
+    with warnings.catch_warnings():
+        # the summary below marks the small groups beside their lists
+        warnings.simplefilter("ignore", tl.SmallGroupWarning)
+        tl.glassbox_umap(adata, groupby="bulk_labels", top_genes=20, verbose=not args.quiet, n_steps=args.n_steps)
     figures = [] if args.no_figures else _figures(adata, "gbumap", "bulk_labels", out)
     path = out / "pbmc68k_gbumap.h5ad"
     adata.write_h5ad(path)
@@ -114,17 +127,20 @@ def _fit(args: argparse.Namespace) -> int:
         params["n_steps"] = args.n_steps
     if args.baseline is not None:
         params["baseline"] = args.baseline
-    tl.glassbox_umap(
-        adata,
-        groupby=args.groupby,
-        key_added=args.key_added,
-        layer=args.layer,
-        use_rep=args.use_rep,
-        neighbors_key=args.neighbors_key,
-        top_genes=args.top_genes,
-        verbose=not args.quiet,
-        **params,
-    )
+    with warnings.catch_warnings():
+        # the summary marks the small groups beside their lists
+        warnings.simplefilter("ignore", tl.SmallGroupWarning)
+        tl.glassbox_umap(
+            adata,
+            groupby=args.groupby,
+            key_added=args.key_added,
+            layer=args.layer,
+            use_rep=args.use_rep,
+            neighbors_key=args.neighbors_key,
+            top_genes=args.top_genes,
+            verbose=not args.quiet,
+            **params,
+        )
     adata.write_h5ad(args.output)
     print(_summary(adata, args.key_added, args.groupby))
     print(f"wrote {args.output}")

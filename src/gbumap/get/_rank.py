@@ -102,3 +102,21 @@ def rank_features_df(
             frame.insert(0, "group", g)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def _ranked_group_sizes(adata: AnnData, key: str) -> dict[str, int]:
+    """Each ranked group's number of cells: the ``group_sizes`` that ``tl.rank_features`` records.
+
+    Rankings written before the sizes were recorded fall back to counting ``obs[groupby]``
+    (groups it cannot count are left out).
+    """
+    result = adata.uns[key]
+    groups = list(result["names"].dtype.names)
+    if "group_sizes" in result:
+        sizes = result["group_sizes"]
+        return {g: int(np.asarray(sizes[g]).ravel()[0]) for g in groups}
+    groupby = str(result.get("params", {}).get("groupby", ""))
+    if groupby not in adata.obs.columns:
+        return {}
+    counts = adata.obs[groupby].astype(str).value_counts()
+    return {g: int(counts[g]) for g in groups if g in counts.index}

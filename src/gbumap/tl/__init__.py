@@ -10,7 +10,7 @@ from ._perturb import perturb
 from ._pipeline import glassbox_umap
 from ._quality import quality
 from ._randomization import randomization_check
-from ._rank import rank_features
+from ._rank import SmallGroupWarning, rank_features
 from ._stability import stability
 from ._transform import transform
 
@@ -26,6 +26,7 @@ __all__ = [
     "randomization_check",
     "rank_features",
     "rank_knockouts",
+    "SmallGroupWarning",
     "stability",
     "transform",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy as copy_module
+import warnings
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -13,7 +14,7 @@ from .._anndata_input import sharing_arrays
 from .._attribution import Reduction
 from .._registry import ModelRecord, encode_record
 from .._view import model_view
-from ._rank import SCORES, check_groupby, rank_features
+from ._rank import SCORES, SmallGroupWarning, check_groupby, rank_features
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -168,8 +169,10 @@ def randomization_check(
     for r in range(int(n_randomizations)):
         # no stored Jacobians under this key: the contributions are computed from the randomised model
         shell.uns[_SCRATCH_KEY] = randomized_registry(view.record, method, int(random_state) + r)
-        rank_features(shell, groupby, key=_SCRATCH_KEY, score=score, reduction=reduction, key_added="random",
-                      batch_size=batch_size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SmallGroupWarning)  # said once, by the trained model's ranking
+            rank_features(shell, groupby, key=_SCRATCH_KEY, score=score, reduction=reduction, key_added="random",
+                          batch_size=batch_size)
         random_scores = _group_values(shell.uns["random"], genes, "scores")
         random_mean = _group_values(shell.uns["random"], genes, "mean_contribution")
         top_random = np.argsort(-random_scores, axis=1, kind="stable")[:, :n_top]

@@ -15,7 +15,7 @@ from .._anndata_input import sharing_arrays
 from .._registry import encode_record, encode_weights
 from .._validation import as_matrix
 from .._view import ModelView, model_view
-from ._rank import _recarray, check_groupby, rank_features
+from ._rank import SmallGroupWarning, _recarray, check_groupby, rank_features
 
 __all__ = ["stability", "procrustes_align", "load_run_weights"]
 
@@ -369,7 +369,9 @@ def _stability_ranking(adata: AnnData, view: ModelView, runs: list[GlassBoxUMAP]
     for model in runs:
         # no Jacobians under the scratch key: the contributions come from this run's model
         shell.uns[_SCRATCH_KEY] = encode_record(view.record.replace(model=model))
-        rank_features(shell, groupby, key=_SCRATCH_KEY, score=_SCORE, reduction=_REDUCTION, key_added="ranking")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SmallGroupWarning)  # said once, by the reference's ranking
+            rank_features(shell, groupby, key=_SCRATCH_KEY, score=_SCORE, reduction=_REDUCTION, key_added="ranking")
         ranks.append(_rank_positions(shell.uns["ranking"], genes, groups))
     ranks = np.stack(ranks).astype(np.float64)  # (models, groups, genes)
     median = np.median(ranks, axis=0)
