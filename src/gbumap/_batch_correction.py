@@ -228,8 +228,11 @@ def fit_correction(
     options = {**HARMONY_DEFAULTS, **dict(harmony_kwargs or {})}
     meta = pd.DataFrame({"batch": categories[codes]})
     result = harmonypy.run_harmony(z, meta, "batch", random_state=int(random_state), verbose=False, **options)
-    target = z - np.asarray(result.Z_corr, dtype=np.float64)  # Harmony's per-cell shift
-    Y = np.asarray(result.Y, dtype=np.float64).T  # (K, d)
+    corrected = np.asarray(result.Z_corr, dtype=np.float64)
+    if corrected.shape != z.shape:  # harmonypy < 2 returns PCs × cells
+        corrected = corrected.T
+    target = z - corrected  # Harmony's per-cell shift
+    Y = np.asarray(result.Y, dtype=np.float64).T  # (K, d): centroids, PCs × clusters in every harmonypy
     centroids = Y / np.maximum(np.linalg.norm(Y, axis=1, keepdims=True), 1e-12)
     sigma = float(np.mean(np.atleast_1d(options["sigma"])))
     draft = BatchCorrection(method, categories, centroids, sigma, np.zeros((len(categories), len(Y), d)),

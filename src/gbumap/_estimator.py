@@ -863,10 +863,16 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         return out
 
     def _lazy_rows(self, X, codes: np.ndarray | None, fn, tail: tuple[int, ...], dtype):
-        """``fn(chunk, chunk_codes)`` over the row chunks of a Dask ``X`` (codes aligned with the chunks)."""
+        """``fn(chunk, chunk_codes)`` over the row chunks of a Dask ``X`` (codes aligned with the chunks).
+
+        Each chunk is checked and converted as an in-memory input is (dtype, NaN/inf).
+        """
+        def checked(chunk, chunk_codes=None):
+            return fn(as_matrix(chunk, name="X", dtype=self.numpy_dtype), chunk_codes)
+
         if codes is None:
-            return map_row_chunks(X, lambda chunk: fn(chunk, None), tail, dtype)
-        return map_row_chunks(X, fn, tail, dtype, rows_of=codes)
+            return map_row_chunks(X, checked, tail, dtype)
+        return map_row_chunks(X, checked, tail, dtype, rows_of=codes)
 
     def encode(self, X: Any, batches: Any = None) -> np.ndarray:
         """The encoder's input for each cell: ``z̃ / s`` ``(n_cells, n_inputs)``, in the model's dtype.
@@ -880,6 +886,10 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         for rows in _row_batches(X.shape[0], 65536):
             out[rows] = self._encoder_input(X, rows, codes)[0]
         return out
+
+    def _encoder_inputs(self, X: Matrix) -> np.ndarray:
+        """The encoder's input of every row of an in-memory ``X`` without batches (see :meth:`encode`)."""
+        return self.encode(X)
 
     def transform(self, X: Any, batches: Any = None) -> np.ndarray:
         """Embed new cells with the trained encoder.

@@ -182,12 +182,12 @@ def _fit(
     from .._estimator import GlassBoxUMAP
 
     params = _estimator_params(params)
-    guard_model_key(adata, key_added)
-    batches = obs_batches(adata, batch_key)
     choice = choose_input(
         adata, use_rep=use_rep, layer=layer, mask_var=mask_var, n_pcs=n_pcs, neighbors_key=neighbors_key,
         params=params, neighbors_any_rep=neighbors_any_rep,
     )
+    guard_model_key(adata, key_added)
+    batches = obs_batches(adata, batch_key)
     if choice.attribution == "representation":
         warnings.warn(
             f"Contributions will be per column of obsm[{use_rep!r}], not per gene: {choice.why_not_genes}.",

@@ -71,6 +71,8 @@ def quality(
     continuous: str | Sequence[str] | None = None,
     time_key: str | None = None,
     branch_key: str | None = None,
+    batch_key: str | None = None,
+    integration_metrics: bool | None = None,
     n_neighbors: int = 15,
     n_cells: int = 10_000,
     random_state: int = 0,
@@ -115,6 +117,15 @@ def quality(
         centroid of the earliest 10% of cells), and the R² of a linear fit of
         the time from the coordinates; medians over branches. Cells with NaN
         time are left out.
+    ``batch_mixing``
+        With ``batch_key``: the mean share of each sampled cell's 30 nearest
+        map neighbours that come from other batches, over that share under
+        random mixing (``(n − n_b)/(n − 1)`` for a cell of batch ``b``): 0 when
+        the batches lie apart, about 1 when they are mixed as at random.
+    ``ilisi``, ``batch_asw``, ``graph_connectivity``, ``clisi``, ``label_asw``, ``nmi``, ``ari``
+        With ``batch_key`` and ``integration_metrics``: the field's integration
+        benchmarks as ``scib-metrics`` computes them (on the sampled cells;
+        all but iLISI need ``groupby``). Higher is better for each.
 
     Parameters
     ----------
@@ -134,6 +145,11 @@ def quality(
     time_key, branch_key
         ``obs`` columns of a differentiation time and the branch (fate) of
         each trajectory cell.
+    batch_key
+        ``obs`` column of batch labels: adds the batch-mixing figures.
+    integration_metrics
+        Also compute scib-metrics' figures (needs ``pip install
+        'gbumap[integration]'``). ``None``: when scib-metrics is installed.
     n_neighbors
         ``k`` of the neighbour-based figures.
     n_cells
@@ -184,6 +200,15 @@ def quality(
         time = np.asarray(_obs_values(adata, time_key, "time_key"), dtype=np.float64)
         branch = _obs_values(adata, branch_key, "branch_key")
         branch = np.where(adata.obs[branch_key].isna().to_numpy(), None, branch.astype(str)).astype(object)
+    batches = None
+    if batch_key is not None:
+        from .._anndata_input import obs_batches
+
+        batches = obs_batches(adata, batch_key)
+        if integration_metrics is None:
+            import importlib.util
+
+            integration_metrics = importlib.util.find_spec("scib_metrics") is not None
     rep_name, rep = _input_representation(adata, use_rep, random_state)
 
     rng = np.random.default_rng(random_state)
@@ -198,6 +223,7 @@ def quality(
             "n_neighbors": k,
             "n_cells": len(sample),
             "random_state": int(random_state),
+            "batch_key": str(batch_key),
         }
     }
     for key, emb in embeddings.items():
@@ -213,6 +239,14 @@ def quality(
             result.setdefault("per_group_anisotropy", {})[key] = pd.Series(per_group, dtype=np.float64)
         for column, vals in values.items():
             figures[f"r2_{column}"] = metrics.continuous_r2(emb, vals, labels)
+        if batches is not None:
+            figures["batch_mixing"] = metrics.batch_mixing(emb, batches, sample, min(30, adata.n_obs - 1))
+            if integration_metrics:
+                sub_labels = None if labels is None else labels[sample]
+                keep = np.ones(len(sample), dtype=bool) if sub_labels is None else sub_labels != None  # noqa: E711
+                figures.update(metrics.integration_scores(
+                    emb[sample[keep]], batches[sample[keep]], None if sub_labels is None else sub_labels[keep]
+                ))
         if time_key is not None:
             figures["trajectory_spearman"] = metrics.trajectory_correlation(emb, time, branch)
             figures["trajectory_r2"] = metrics.continuous_r2(emb, time, branch)

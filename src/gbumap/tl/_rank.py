@@ -32,6 +32,13 @@ class SmallGroupWarning(UserWarning):
     """A group ranked by :func:`gbumap.tl.rank_features` has fewer than 30 cells: its gene list is fragile.
 
     Silence it with ``warnings.filterwarnings("ignore", category=gbumap.tl.SmallGroupWarning)``.
+
+    Examples
+    --------
+    >>> import warnings, gbumap
+    >>> warnings.filterwarnings("ignore", category=gbumap.tl.SmallGroupWarning)
+    >>> issubclass(gbumap.tl.SmallGroupWarning, UserWarning)
+    True
     """
 
 #: What each ``score`` ranks by; ``{r}`` is the per-cell reduction's name.
