@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -16,7 +17,7 @@ from torch import nn
 
 from ._attribution import Reduction, contributions_from_jacobian, reconstruction_gap, reduce_contributions
 from ._encoder import BilinearEncoder, HomogeneousMLP, check_homogeneous, encoder_jacobian
-from ._dask import column_stats, compute, is_dask_array, map_row_chunks, row_chunked, store_rows
+from ._dask import column_stats, compute, gather_rows, is_dask_array, map_row_chunks, row_chunked
 from ._progress import progress_bar
 from ._validation import Matrix, as_matrix
 
@@ -412,6 +413,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         """The encoder's input ``z / s`` for some rows, and the per-cell divisor ``s``."""
         rows = rows if rows is not None else slice(0, X.shape[0])
         z = self._offset_projection(X, rows)
+        self._check_projected(z, "X", "the projection on the model's loadings (transform, Jacobians, contributions)")
         divisor = self._input_divisor(z)
         return (z / divisor).astype(self.numpy_dtype), divisor
 
@@ -561,15 +563,47 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         return Z_raw
 
     def _projected_rows(self, X) -> np.ndarray:
-        """``z`` of every cell (unscaled, in the model's dtype): one pass over the row chunks of ``X``."""
-        Z_raw = np.empty((X.shape[0], self.n_inputs_), dtype=self.numpy_dtype)
+        """``z`` of every cell (unscaled, in the model's dtype): one pass over the row chunks of ``X``.
+
+        The chunks' results are gathered into this process (under any Dask
+        scheduler), then checked: a row that is not finite (an input that
+        overflows the model's dtype once projected, NaN loadings, or a row the
+        pass did not fill) raises here, naming the pass, not later as a
+        training or homogeneity failure.
+        """
+        Z_raw = np.full((X.shape[0], self.n_inputs_), np.nan, dtype=self.numpy_dtype)  # unfilled rows stay NaN
         chunks = X if is_dask_array(X) else row_chunked(X)
-        store_rows(map_row_chunks(chunks, self._chunk_projection, (self.n_inputs_,), self.numpy_dtype), Z_raw,
-                   verbose=self.verbose)
+        lazy = map_row_chunks(chunks, _chunk_projection, (self.n_inputs_,), self.numpy_dtype, self._chunk_model())
+        gather_rows(lazy, Z_raw, verbose=self.verbose)
+        self._check_projected(Z_raw, "X", "the projection pass of fit (each cell's offset from the baseline, "
+                              "projected on the PCA loadings)")
         return Z_raw
 
-    def _chunk_projection(self, chunk: Matrix) -> np.ndarray:
-        return self._offset_projection(chunk, slice(0, chunk.shape[0])).astype(self.numpy_dtype)
+    def _chunk_model(self) -> GlassBoxUMAP:
+        """A shallow copy holding what the per-chunk passes need: the projection and the encoder.
+
+        Not the training graph and embedding (cells × cells and cells × 2):
+        under a distributed scheduler this copy is what is sent to the workers.
+        """
+        model = copy.copy(self)
+        for name in ("graph_", "embedding_", "loss_history_", "timings_"):
+            model.__dict__.pop(name, None)
+        return model
+
+    def _check_projected(self, z: np.ndarray, name: str, where: str) -> None:
+        """Raise a ``ValueError`` naming the input and the pass when projected rows are not finite."""
+        finite = np.isfinite(z).all(axis=1)
+        if finite.all():
+            return
+        bad = np.flatnonzero(~finite)
+        dtype = np.dtype(self.numpy_dtype).name
+        raise ValueError(
+            f"{name}: {len(bad)} of {len(z)} cell(s) (first: row {bad[0]}) have non-finite values after {where}. "
+            f"The input itself is finite, so its values (or the loadings) are too large for {dtype} once "
+            f"projected, or the pass returned rows it did not compute. Rescale the input (e.g. log-normalise: "
+            f"sc.pp.normalize_total, sc.pp.log1p), check the loadings passed as components=, or fit with "
+            f"dtype='float64'; under a Dask cluster, check that every worker runs the same gbumap version."
+        )
 
     def _fit_input_norm(self, Z_raw: np.ndarray) -> float | None:
         """The offset ``c`` of ``input_norm`` (0 for ``"l2"``, ``None`` for ``"none"``)."""
@@ -763,7 +797,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         """
         X = self._checked_input(X)
         if is_dask_array(X):
-            return map_row_chunks(X, self.transform, (self.n_components,), self.numpy_dtype)
+            return map_row_chunks(X, _chunk_transform, (self.n_components,), self.numpy_dtype, self._chunk_model())
         out = np.empty((X.shape[0], self.n_components), dtype=self.numpy_dtype)
         for rows in _row_batches(X.shape[0], self._inference_batch_size()):
             out[rows] = self._embed(self._encoder_input(X, rows)[0])
@@ -783,8 +817,8 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         X = self._checked_input(X)
         if is_dask_array(X):
             return map_row_chunks(
-                X, lambda chunk: self.input_jacobian(chunk, batch_size), (self.n_components, self.n_inputs_),
-                self.numpy_dtype,
+                X, _chunk_jacobian, (self.n_components, self.n_inputs_), self.numpy_dtype, self._chunk_model(),
+                batch_size,
             )
         batch_size = batch_size or self._inference_batch_size()
         out = np.empty((X.shape[0], self.n_components, self.n_inputs_), dtype=self.numpy_dtype)
@@ -831,7 +865,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         if is_dask_array(X):
             tail = (self.n_components, g) if reduction is None else (g,)
             return map_row_chunks(
-                X, lambda chunk: self.compute_contributions(chunk, batch_size, reduction), tail, self.numpy_dtype
+                X, _chunk_contributions, tail, self.numpy_dtype, self._chunk_model(), batch_size, reduction
             )
         if batch_size is None:
             batch_size = max(1, min(self._inference_batch_size(), 2**25 // max(g * self.n_components, 1)))
@@ -858,7 +892,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         """
         X = self._checked_input(X)
         if is_dask_array(X):
-            per_chunk = map_row_chunks(X, lambda chunk: self._gap_and_scale(chunk, batch_size)[None], (2,), np.float64)
+            per_chunk = map_row_chunks(X, _chunk_gap_and_scale, (2,), np.float64, self._chunk_model(), batch_size)
             (worst,) = compute(per_chunk.max(axis=0), verbose=self.verbose)
             max_abs, scale = (float(v) for v in worst)
         else:
@@ -873,3 +907,25 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             contrib = self.compute_contributions(X[rows], batch_size=batch_size)
             max_abs = max(max_abs, reconstruction_gap(contrib, emb[rows]))
         return np.array([max_abs, float(np.abs(emb).max())])
+
+
+# The per-chunk functions of the Dask passes: module-level, so that a distributed scheduler pickles
+# only them and receives the model once (gbumap._dask.map_row_chunks).
+def _chunk_projection(chunk: Matrix, model: GlassBoxUMAP) -> np.ndarray:
+    return model._offset_projection(chunk, slice(0, chunk.shape[0])).astype(model.numpy_dtype)
+
+
+def _chunk_transform(chunk: Matrix, model: GlassBoxUMAP) -> np.ndarray:
+    return model.transform(chunk)
+
+
+def _chunk_jacobian(chunk: Matrix, model: GlassBoxUMAP, batch_size: int | None) -> np.ndarray:
+    return model.input_jacobian(chunk, batch_size)
+
+
+def _chunk_contributions(chunk: Matrix, model: GlassBoxUMAP, batch_size: int | None, reduction) -> np.ndarray:
+    return model.compute_contributions(chunk, batch_size, reduction)
+
+
+def _chunk_gap_and_scale(chunk: Matrix, model: GlassBoxUMAP, batch_size: int | None) -> np.ndarray:
+    return model._gap_and_scale(chunk, batch_size)[None]

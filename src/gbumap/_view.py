@@ -259,17 +259,19 @@ def chunk_reconstruction_gaps(X, jacobian, embedding: np.ndarray, view: ModelVie
     """Per row chunk, ``max |Σ_g C − Z|`` from the chunk's input, Jacobians and embedding (lazy)."""
     import dask.array as da
 
+    from ._dask import shared
+
     est = view.estimator
-    comps = est.components_
     emb = da.from_array(embedding, chunks=(X.chunks[0], embedding.shape[1]), name=False)
-
-    def gap(block, jac, emb_rows) -> np.ndarray:
-        dense = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
-        offset = (dense.astype(np.float64) - est.baseline_).astype(jac.dtype)
-        contrib = contributions_from_jacobian(jac, offset, comps, est.homogeneity_degree_)
-        return np.array([reconstruction_gap(contrib, emb_rows)])
-
     return da.blockwise(
-        gap, "i", X, "ij", jacobian, "iab", emb, "ic", adjust_chunks={"i": 1}, concatenate=True,
-        dtype=np.float64, meta=np.empty(0),
+        _chunk_gap, "i", X, "ij", jacobian, "iab", emb, "ic", shared(est._chunk_model()), None, adjust_chunks={"i": 1},
+        concatenate=True, dtype=np.float64, meta=np.empty(0),
     )
+
+
+def _chunk_gap(block, jac, emb_rows, est) -> np.ndarray:
+    """``max |Σ_g C − Z|`` of one chunk (module-level: a distributed scheduler receives the model once)."""
+    dense = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
+    offset = (dense.astype(np.float64) - est.baseline_).astype(jac.dtype)
+    contrib = contributions_from_jacobian(jac, offset, est.components_, est.homogeneity_degree_)
+    return np.array([reconstruction_gap(contrib, emb_rows)])

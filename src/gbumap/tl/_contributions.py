@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._dask import compute, is_dask_array
+from .._dask import is_dask_array, store_rows
 from .._progress import progress_bar
 from .._registry import encode_record
 from .._validation import check_batch_size
@@ -65,7 +65,7 @@ def _chunked_jacobians(adata: AnnData, view: ModelView, matrix, store, batch_siz
         jac, (max_abs,) = write_obsm_rows(lazy, store, view.jacobian_key, adata, also=(worst,), verbose=verbose)
     else:
         jac = np.empty(lazy.shape, dtype=lazy.dtype)
-        (_, max_abs) = compute(da.store(lazy, jac, lock=False, compute=False), worst, verbose=verbose)
+        (max_abs,) = store_rows(lazy, jac, also=(worst,), verbose=verbose, desc="gbumap jacobians")
     scale = float(np.abs(embedding).max()) or 1.0
     return jac, {"max_abs": float(max_abs), "max_rel": float(max_abs) / scale}
 
