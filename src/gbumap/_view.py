@@ -107,13 +107,17 @@ class ModelView:
         feature_idx: np.ndarray | None = None,
         batch_size: int = 4096,
         jacobian: np.ndarray | None = None,
+        with_input: bool = False,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(rows, C)`` with exact ``(len(rows), n_components, n_features)`` contributions.
 
         Uses ``jacobian`` when given (all cells), else the Jacobians stored in
         ``obsm`` (lossless), else computes them from the model. The input is
         read one batch of rows at a time, so memory stays bounded by
-        ``batch_size`` whatever the number of cells.
+        ``batch_size`` whatever the number of cells. ``with_input=True``
+        yields ``(rows, C, dense input block)`` (all the model's features, as
+        read for ``C``), so that callers needing the expression too do not read
+        the rows a second time.
         """
         batch_size = check_batch_size(batch_size)
         est = self.estimator
@@ -136,7 +140,8 @@ class ModelView:
                     jac = jac[:, :, feature_idx]
             dense = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
             offset = (dense.astype(np.float64) - baseline).astype(jac.dtype)
-            yield rows, contributions_from_jacobian(jac, offset, comps, est.homogeneity_degree_)
+            contrib = contributions_from_jacobian(jac, offset, comps, est.homogeneity_degree_)
+            yield (rows, contrib, dense) if with_input else (rows, contrib)
 
     def group_sums(
         self,

@@ -121,11 +121,10 @@ def interaction_modules(
             f"interaction matrices); got {n_modules!r}."
         )
     est = view.estimator
-    X = view.matrix(adata)
     inputs = np.empty((adata.n_obs, n_inputs))
-    for start in range(0, adata.n_obs, batch_size):
+    for start in range(0, adata.n_obs, batch_size):  # one batch of cells read at a time (Dask or backed input too)
         rows = slice(start, min(start + batch_size, adata.n_obs))
-        inputs[rows] = est._encoder_input(X, rows)[0]
+        inputs[rows] = est._encoder_input(view.matrix(adata, rows=rows))[0]
 
     loadings_of = (lambda v: v) if est.components_ is None else (lambda v: est.components_.astype(np.float64).T @ v)
     position = np.einsum("nk,dkl,nl->nd", inputs, forms, inputs)
