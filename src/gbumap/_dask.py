@@ -33,6 +33,7 @@ __all__ = [
     "available_memory",
     "compute",
     "row_chunked",
+    "threads_for_in_memory",
     "CHUNK_MEMORY_SHARE",
     "IN_MEMORY_CHUNK_ROWS",
 ]
@@ -57,6 +58,22 @@ def row_chunked(X: Any):
     import dask.array as da
 
     return da.from_array(X, chunks=(IN_MEMORY_CHUNK_ROWS, -1), asarray=False, name=False)  # no hashing of X
+
+
+def threads_for_in_memory(X: Any):
+    """A context running Dask on this process's threads when ``X`` is in memory (not a Dask array).
+
+    Data already in memory are cut into views (:func:`row_chunked`): sending
+    them to the workers of a distributed cluster would copy all of ``X``
+    over the network for nothing, so their passes stay on threads.
+    """
+    import contextlib
+
+    if is_dask_array(X):
+        return contextlib.nullcontext()
+    import dask
+
+    return dask.config.set(scheduler="threads")
 
 
 def available_memory() -> int:

@@ -17,7 +17,9 @@ from torch import nn
 
 from ._attribution import Reduction, contributions_from_jacobian, reconstruction_gap, reduce_contributions
 from ._encoder import BilinearEncoder, HomogeneousMLP, check_homogeneous, encoder_jacobian
-from ._dask import column_stats, compute, gather_rows, is_dask_array, map_row_chunks, row_chunked
+from ._dask import (
+    column_stats, compute, gather_rows, is_dask_array, map_row_chunks, row_chunked, threads_for_in_memory,
+)
 from ._progress import progress_bar
 from ._validation import Matrix, as_matrix
 
@@ -526,9 +528,14 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
 
         ``timings`` receives the seconds of its three passes: ``pca_means``, ``pca_svd`` and ``pca_projection``.
         """
+        with threads_for_in_memory(X):  # in-memory data: chunked on this process's threads, even under a cluster
+            return self._fit_projection_passes(X, components, seed, {} if timings is None else timings)
+
+    def _fit_projection_passes(
+        self, X: Matrix, components: np.ndarray | None, seed: int, timings: dict[str, float]
+    ) -> np.ndarray:
         from ._pca import randomized_pca
 
-        timings = {} if timings is None else timings
         t0 = time.perf_counter()
         n_cells, n_features = X.shape
         # Accumulate in float64, so a constant feature gets exactly its value as baseline
@@ -574,7 +581,8 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         Z_raw = np.full((X.shape[0], self.n_inputs_), np.nan, dtype=self.numpy_dtype)  # unfilled rows stay NaN
         chunks = X if is_dask_array(X) else row_chunked(X)
         lazy = map_row_chunks(chunks, _chunk_projection, (self.n_inputs_,), self.numpy_dtype, self._chunk_model())
-        gather_rows(lazy, Z_raw, verbose=self.verbose)
+        with threads_for_in_memory(X):
+            gather_rows(lazy, Z_raw, verbose=self.verbose)
         self._check_projected(Z_raw, "X", "the projection pass of fit (each cell's offset from the baseline, "
                               "projected on the PCA loadings)")
         return Z_raw
