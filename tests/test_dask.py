@@ -204,3 +204,72 @@ def test_glassbox_umap_on_a_backed_file_writes_into_it(tmp_path, pbmc_file):
     assert "rank_features_gbumap" in backed.uns
     with h5py.File(path, "r") as f:  # the Jacobians went into the file itself
         assert f["obsm/gbumap_jacobian"].shape == (backed.n_obs, 2, 50)
+
+
+def test_rank_features_reads_each_lazy_batch_once(fitted_pair, monkeypatch):
+    import gbumap._view as view_module
+
+    memory, lazy = fitted_pair
+    gbumap.tl.rank_features(memory, groupby="bulk_labels", key_added="ranked")
+    reads = []
+    real = view_module.feature_matrix
+
+    def counting(adata, *args, **kwargs):
+        reads.append(kwargs.get("rows") is not None)
+        return real(adata, *args, **kwargs)
+
+    monkeypatch.setattr(view_module, "feature_matrix", counting)
+    gbumap.tl.rank_features(lazy, groupby="bulk_labels", key_added="ranked", batch_size=256)
+    assert reads == [True] * 3  # 700 cells in batches of 256: three reads, one per batch
+    for field in ("scores", "pct_nz_group", "mean_expression", "mean_contribution"):
+        for group in ("CD14+ Monocyte", "CD56+ NK", "Dendritic"):
+            np.testing.assert_allclose(
+                lazy.uns["ranked"][field][group], memory.uns["ranked"][field][group], rtol=1e-5, atol=1e-7
+            )
+
+
+def test_stability_on_lazy_input_equals_in_memory(fitted_pair):
+    memory, lazy = fitted_pair
+    results = []
+    for adata in (memory, lazy):
+        out = gbumap.tl.stability(adata, 2, groupby="bulk_labels", n_top=10, random_state=7, verbose=False, copy=True)
+        results.append(out)
+    assert is_dask_array(results[1].X)  # never loaded whole
+    np.testing.assert_allclose(results[1].obs["stability_gbumap_spread"], results[0].obs["stability_gbumap_spread"],
+                               rtol=1e-5, atol=1e-6)
+    for group in ("CD14+ Monocyte", "CD56+ NK"):
+        np.testing.assert_array_equal(results[1].uns["stability_gbumap"]["names"][group],
+                                      results[0].uns["stability_gbumap"]["names"][group])
+
+
+def test_interaction_modules_on_lazy_input_equal_in_memory(pbmc_file, pbmc_log_raw):
+    memory = ad.read_h5ad(pbmc_file)
+    gbumap.tl.fit(memory, encoder="bilinear", **FIT)
+    lazy = lazy_adata(pbmc_file, rows=200)
+    lazy.uns["gbumap"] = memory.uns["gbumap"]  # the same model, over the lazily read file
+    gbumap.tl.interaction_modules(memory, 4)
+    gbumap.tl.interaction_modules(lazy, 4, batch_size=150)
+    assert is_dask_array(lazy.X)
+    for name in ("axis_1", "axis_2", "l2"):
+        np.testing.assert_array_equal(lazy.obsm[f"modules_gbumap_{name}"], memory.obsm[f"modules_gbumap_{name}"])
+
+
+def test_dotplot_reads_only_the_genes_it_shows(fitted_pair, monkeypatch):
+    import scanpy as sc
+
+    memory, lazy = fitted_pair
+    shells = []
+    real = sc.pl.rank_genes_groups_dotplot
+
+    def capture(adata, *args, **kwargs):
+        shells.append(adata)
+        return real(adata, *args, **kwargs)
+
+    monkeypatch.setattr(sc.pl, "rank_genes_groups_dotplot", capture)
+    for adata in (memory, lazy):
+        gbumap.tl.rank_features(adata, groupby="bulk_labels")
+        gbumap.pl.rank_features(adata, "bulk_labels", n_genes=3, kind="dotplot", show=False)
+    from_memory, from_disk = shells
+    assert list(from_disk.var_names) == list(from_memory.var_names) and from_disk.n_vars <= 3 * 10
+    assert not is_dask_array(from_disk.X)
+    np.testing.assert_array_equal(np.asarray(from_disk.X.todense()), np.asarray(from_memory.X.todense()))

@@ -98,8 +98,19 @@ def backed_as_dask(adata: AnnData):
             f"adata is in backed mode (X stays on disk in {adata.filename}); reading it in chunks needs "
             "anndata >= 0.11 and dask. Upgrade them, or load it with adata = adata.to_memory()."
         ) from err
+    from ._dask import scheduler_kind
+
+    X = adata.file["X"]
+    if X.file.mode != "r" and scheduler_kind() != "shared":
+        raise ValueError(
+            f"adata is backed by {adata.filename} opened for writing (backed='r+'), and Dask runs its tasks in "
+            "other processes (a distributed Client, or the 'processes' scheduler): they cannot open the file "
+            "while this process holds it for writing (HDF5 locks it). Open it with "
+            "anndata.read_h5ad(path, backed='r') and pass store= another file or a .zarr directory, or run "
+            "this call on the threaded scheduler (with dask.config.set(scheduler='threads'): ...)."
+        )
     rows = max(1024, min(adata.n_obs, 2**24 // max(adata.n_vars, 1)))
-    return read_elem_lazy(adata.file["X"], chunks=(rows, adata.n_vars))
+    return read_elem_lazy(X, chunks=(rows, adata.n_vars))
 
 
 def resolve_input(

@@ -1,7 +1,8 @@
 """Writing a lazy, row-chunked result into a zarr store or an ``.h5ad`` file: whole, or not at all.
 
 The result is computed chunk by chunk straight into an array of the store
-(never whole in memory), under a temporary name that replaces the final one
+(never whole in memory; under a distributed scheduler, zarr chunks are written
+by the workers and HDF5 chunks by this process as they arrive), under a temporary name that replaces the final one
 only once every chunk is written, so an error or an interrupt leaves the
 store as it was. The array gets anndata's ``array`` encoding under
 ``obsm/<name>``, so ``anndata.read_zarr``/``read_h5ad`` of a full AnnData
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from ._dask import compute
+from ._dask import store_rows
 
 __all__ = ["write_obsm_rows"]
 
@@ -69,7 +70,6 @@ def write_obsm_rows(
     of the input). Returns a lazy reader of the written array and the computed
     ``also`` values.
     """
-    import dask.array as da
     from anndata.experimental import read_elem_lazy
 
     kind, root = _open(store, adata)
@@ -86,8 +86,11 @@ def write_obsm_rows(
     else:
         target = obsm.create_array(partial, shape=lazy.shape, dtype=lazy.dtype, chunks=chunks)
     try:
-        written = da.store(lazy, target, lock=kind == "h5", compute=False)
-        results = compute(written, *also, verbose=verbose)
+        # zarr: every chunk of the result is one chunk of the array, so the workers of any scheduler may write
+        # their own chunks without a lock (a cluster of machines needs the store on a shared file system).
+        # HDF5: one writer; threads take a lock, other schedulers send their chunks back here, written in turn.
+        results = store_rows(lazy, target, also=also, lock=kind == "h5", on_workers=kind == "zarr",
+                             verbose=verbose, desc=f"gbumap {name}")
     except BaseException:
         _delete(obsm, partial)
         raise
@@ -102,7 +105,7 @@ def write_obsm_rows(
         import zarr
 
         zarr.consolidate_metadata(str(store))  # readers that trust it would not see the new array
-    return read_elem_lazy(array, chunks=chunks), tuple(results[1:])
+    return read_elem_lazy(array, chunks=chunks), tuple(results)
 
 
 def _has_consolidated_metadata(path: Path) -> bool:

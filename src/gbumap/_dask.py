@@ -26,10 +26,14 @@ __all__ = [
     "column_stats",
     "map_row_chunks",
     "store_rows",
+    "gather_rows",
+    "scheduler_kind",
+    "shared",
     "row_chunk_products",
     "available_memory",
     "compute",
     "row_chunked",
+    "threads_for_in_memory",
     "CHUNK_MEMORY_SHARE",
     "IN_MEMORY_CHUNK_ROWS",
 ]
@@ -54,6 +58,22 @@ def row_chunked(X: Any):
     import dask.array as da
 
     return da.from_array(X, chunks=(IN_MEMORY_CHUNK_ROWS, -1), asarray=False, name=False)  # no hashing of X
+
+
+def threads_for_in_memory(X: Any):
+    """A context running Dask on this process's threads when ``X`` is in memory (not a Dask array).
+
+    Data already in memory are cut into views (:func:`row_chunked`): sending
+    them to the workers of a distributed cluster would copy all of ``X``
+    over the network for nothing, so their passes stay on threads.
+    """
+    import contextlib
+
+    if is_dask_array(X):
+        return contextlib.nullcontext()
+    import dask
+
+    return dask.config.set(scheduler="threads")
 
 
 def available_memory() -> int:
@@ -167,13 +187,27 @@ def column_stats(X, *, name: str = "X", verbose: bool = False) -> np.ndarray:
     return totals[0] / X.shape[0]
 
 
-def map_row_chunks(
-    X, fn: Callable[..., np.ndarray], tail_shape: tuple[int, ...], dtype, *, rows_of: np.ndarray | None = None
-) -> Any:
-    """A lazy Dask array of ``fn(chunk)`` for each row chunk of ``X``: ``(n_cells, *tail_shape)``.
+def shared(obj: Any):
+    """``obj`` as one task of a Dask graph, for the per-chunk functions that all need it (a model, loadings).
 
-    With ``rows_of`` (an in-memory array with one entry per cell, e.g. batch
-    codes), ``fn(chunk, rows_of_chunk)`` receives the entries of the chunk's rows.
+    Under a distributed scheduler it is then sent once to each worker that
+    needs it, instead of being pickled into every chunk's task.
+    """
+    import dask
+
+    return dask.delayed(obj, pure=False, traverse=False)
+
+
+def map_row_chunks(
+    X, fn: Callable[..., np.ndarray], tail_shape: tuple[int, ...], dtype, *args: Any, rows_of: np.ndarray | None = None
+) -> Any:
+    """A lazy Dask array of ``fn(chunk, *args)`` for each row chunk of ``X``: ``(n_cells, *tail_shape)``.
+
+    ``args`` (a model, loadings) go into the graph once (:func:`shared`), not
+    into every chunk's task: ``fn`` should be a module-level function or a
+    small closure. With ``rows_of`` (an in-memory array with one entry per
+    cell, e.g. batch codes), ``fn`` also receives ``rows_of=`` the entries of
+    the chunk's rows.
     """
     tail_chunks = tuple((int(s),) for s in tail_shape)
     extra = list(range(2, 1 + len(tail_shape)))
@@ -184,19 +218,127 @@ def map_row_chunks(
         meta=np.empty((0,) * (1 + len(tail_shape)), dtype=dtype),
     )
     if rows_of is None:
-        return X.map_blocks(fn, **options)
+        return X.map_blocks(fn, *(shared(a) for a in args), **options)
     import dask.array as da
 
     aligned = da.from_array(np.asarray(rows_of)[:, None], chunks=(X.chunks[0], 1), name=False)
-    return da.map_blocks(lambda chunk, values: fn(chunk, values[:, 0]), X, aligned, **options)
+    return da.map_blocks(_with_rows, X, aligned, *(shared(a) for a in args), fn=fn, **options)
 
 
-def store_rows(lazy, out: np.ndarray, *, verbose: bool = False) -> np.ndarray:
-    """Compute a lazy row-chunked array into the preallocated ``out`` (no second full-size copy)."""
+def _with_rows(chunk, values, *args, fn):
+    return fn(chunk, *args, rows_of=np.asarray(values)[:, 0])
+
+
+def scheduler_kind() -> str:
+    """Which Dask scheduler a ``compute`` now would use, by where its tasks run.
+
+    ``"shared"``: threads (the default for arrays) or the synchronous
+    scheduler, in this process, so tasks may write into this process's
+    arrays. ``"distributed"``: a ``distributed.Client`` (its workers, other
+    processes or machines). ``"other"``: anything else (e.g. the
+    ``"processes"`` scheduler), also running tasks in other processes.
+    """
+    import dask.local
+    import dask.threaded
+    from dask.base import get_scheduler
+
+    scheduler = get_scheduler()
+    if scheduler is None or scheduler in (dask.threaded.get, dask.local.get_sync):
+        return "shared"
+    if type(getattr(scheduler, "__self__", None)).__name__ == "Client":
+        return "distributed"
+    return "other"
+
+
+def _row_blocks(lazy) -> tuple[list, list[slice]]:
+    """The row chunks of ``lazy`` as Delayed objects (its other axes merged into one chunk), and their rows."""
+    if any(len(c) > 1 for c in lazy.chunks[1:]):
+        lazy = lazy.rechunk({ax: -1 for ax in range(1, lazy.ndim)})
+    blocks = list(lazy.to_delayed().reshape(lazy.numblocks[0]))
+    bounds = np.cumsum((0, *lazy.chunks[0]))
+    return blocks, [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def store_rows(
+    sources,
+    targets,
+    *,
+    also: tuple = (),
+    lock: Any = False,
+    on_workers: bool = False,
+    verbose: bool = False,
+    desc: str = "gbumap chunks",
+) -> tuple:
+    """Compute lazy row-chunked arrays into ``targets`` (row by row writable: NumPy, h5py, zarr), under any scheduler.
+
+    ``sources`` and ``targets`` are one array each or lists of them (computed
+    in one pass, sharing their reads); ``also`` are Dask collections computed
+    in the same pass. Returns the computed ``also``.
+
+    - threads (the default) or the synchronous scheduler: ``da.store``, each
+      chunk written by the thread that computed it (``lock`` around writes),
+      so no second full-size copy is made;
+    - a distributed ``Client`` (a process ``LocalCluster``, a cluster of
+      machines): each chunk's result comes back to this process as soon as
+      it is computed and is written here, one chunk at a time, then released
+      on the workers; the workers never write into this process's arrays
+      (they would write into copies of them). With ``on_workers=True`` (a
+      target the workers can open themselves, e.g. a zarr directory store
+      with chunks aligned on the row chunks), the workers write it directly;
+    - any other scheduler (e.g. ``"processes"``): the chunks are computed
+      together, then written here.
+    """
     import dask.array as da
 
-    stored = da.store(lazy, out, lock=False, compute=False)
-    compute(stored, verbose=verbose)
+    if not isinstance(sources, (list, tuple)):
+        sources, targets = [sources], [targets]
+    kind = scheduler_kind()
+    if kind == "shared" or on_workers:
+        stored = da.store(list(sources), list(targets), lock=lock if kind == "shared" else False, compute=False)
+        return tuple(compute(stored, *also, verbose=verbose)[1:])
+    places, blocks = [], []
+    for t, source in enumerate(sources):
+        delayed_blocks, rows = _row_blocks(source)
+        blocks += delayed_blocks
+        places += [(t, r) for r in rows]
+    if kind == "distributed":
+        return _gather_from_workers(blocks, places, targets, also, verbose, desc)
+    values = compute(*blocks, *also, verbose=verbose)
+    for (t, rows), value in zip(places, values):
+        targets[t][rows] = value
+    return tuple(values[len(blocks):])
+
+
+def _gather_from_workers(blocks, places, targets, also, verbose: bool, desc: str) -> tuple:
+    """Under a ``distributed.Client``: write each chunk's result here as it completes, releasing it there."""
+    from dask.base import get_scheduler
+    from distributed import as_completed
+
+    from ._progress import progress_bar
+
+    client = get_scheduler().__self__
+    futures = client.compute([*blocks, *also])
+    block_futures, also_futures = futures[: len(blocks)], futures[len(blocks):]
+    where: dict = {}
+    for future, place in zip(block_futures, places):
+        where.setdefault(future.key, []).append(place)
+    total = sum(rows.stop - rows.start for _, rows in places)
+    try:
+        with progress_bar(total, desc, verbose) as bar:
+            for future, value in as_completed(block_futures, with_results=True):
+                for t, rows in where.pop(future.key, ()):
+                    targets[t][rows] = value
+                    bar.update(rows.stop - rows.start)
+                future.release()
+        return tuple(client.gather(also_futures))
+    except BaseException:
+        client.cancel(futures)  # an error in one chunk: stop the others
+        raise
+
+
+def gather_rows(lazy, out: np.ndarray, *, verbose: bool = False) -> np.ndarray:
+    """Compute a lazy row-chunked array into the preallocated ``out`` of this process, under any scheduler."""
+    store_rows(lazy, out, verbose=verbose)
     return out
 
 
@@ -228,8 +370,8 @@ def row_chunk_products(X, verbose: bool = False) -> tuple[Callable, Callable]:
     import dask.array as da
 
     def times(V: np.ndarray) -> np.ndarray:
-        lazy = map_row_chunks(X, lambda block: _right(block, V), (V.shape[1],), X.dtype)
-        return store_rows(lazy, np.empty((X.shape[0], V.shape[1]), dtype=V.dtype), verbose=verbose)
+        lazy = map_row_chunks(X, _right, (V.shape[1],), X.dtype, V)
+        return gather_rows(lazy, np.empty((X.shape[0], V.shape[1]), dtype=V.dtype), verbose=verbose)
 
     def transpose_times(U: np.ndarray) -> np.ndarray:
         U_chunks = da.from_array(U, chunks=(X.chunks[0], U.shape[1]), name=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,9 @@ from torch import nn
 from ._batch_correction import CORRECTION_METHODS, BatchCorrection, batch_labels, fit_correction, lift_matrix
 from ._attribution import Reduction, contributions_from_jacobian, reconstruction_gap, reduce_contributions
 from ._encoder import BilinearEncoder, HomogeneousMLP, check_homogeneous, encoder_jacobian
-from ._dask import column_stats, compute, is_dask_array, map_row_chunks, row_chunked, store_rows
+from ._dask import (
+    column_stats, compute, gather_rows, is_dask_array, map_row_chunks, row_chunked, threads_for_in_memory,
+)
 from ._progress import progress_bar
 from ._validation import Matrix, as_matrix
 
@@ -499,6 +502,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         """
         rows = rows if rows is not None else slice(0, X.shape[0])
         z = self._corrected_projection(X, rows, codes)
+        self._check_projected(z, "X", "the projection on the model's loadings (transform, Jacobians, contributions)")
         divisor = self._input_divisor(z)
         return (z / divisor).astype(self.numpy_dtype), divisor
 
@@ -618,9 +622,14 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
 
         ``timings`` receives the seconds of its three passes: ``pca_means``, ``pca_svd`` and ``pca_projection``.
         """
+        with threads_for_in_memory(X):  # in-memory data: chunked on this process's threads, even under a cluster
+            return self._fit_projection_passes(X, components, seed, {} if timings is None else timings)
+
+    def _fit_projection_passes(
+        self, X: Matrix, components: np.ndarray | None, seed: int, timings: dict[str, float]
+    ) -> np.ndarray:
         from ._pca import randomized_pca
 
-        timings = {} if timings is None else timings
         t0 = time.perf_counter()
         n_cells, n_features = X.shape
         # Accumulate in float64, so a constant feature gets exactly its value as baseline
@@ -670,15 +679,48 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         return Z_raw
 
     def _projected_rows(self, X) -> np.ndarray:
-        """``z`` of every cell (unscaled, in the model's dtype): one pass over the row chunks of ``X``."""
-        Z_raw = np.empty((X.shape[0], self.n_inputs_), dtype=self.numpy_dtype)
+        """``z`` of every cell (unscaled, in the model's dtype): one pass over the row chunks of ``X``.
+
+        The chunks' results are gathered into this process (under any Dask
+        scheduler), then checked: a row that is not finite (an input that
+        overflows the model's dtype once projected, NaN loadings, or a row the
+        pass did not fill) raises here, naming the pass, not later as a
+        training or homogeneity failure.
+        """
+        Z_raw = np.full((X.shape[0], self.n_inputs_), np.nan, dtype=self.numpy_dtype)  # unfilled rows stay NaN
         chunks = X if is_dask_array(X) else row_chunked(X)
-        store_rows(map_row_chunks(chunks, self._chunk_projection, (self.n_inputs_,), self.numpy_dtype), Z_raw,
-                   verbose=self.verbose)
+        lazy = map_row_chunks(chunks, _chunk_projection, (self.n_inputs_,), self.numpy_dtype, self._chunk_model())
+        with threads_for_in_memory(X):
+            gather_rows(lazy, Z_raw, verbose=self.verbose)
+        self._check_projected(Z_raw, "X", "the projection pass of fit (each cell's offset from the baseline, "
+                              "projected on the PCA loadings)")
         return Z_raw
 
-    def _chunk_projection(self, chunk: Matrix) -> np.ndarray:
-        return self._offset_projection(chunk, slice(0, chunk.shape[0])).astype(self.numpy_dtype)
+    def _chunk_model(self) -> GlassBoxUMAP:
+        """A shallow copy holding what the per-chunk passes need: the projection and the encoder.
+
+        Not the training graph and embedding (cells × cells and cells × 2):
+        under a distributed scheduler this copy is what is sent to the workers.
+        """
+        model = copy.copy(self)
+        for name in ("graph_", "embedding_", "loss_history_", "timings_"):
+            model.__dict__.pop(name, None)
+        return model
+
+    def _check_projected(self, z: np.ndarray, name: str, where: str) -> None:
+        """Raise a ``ValueError`` naming the input and the pass when projected rows are not finite."""
+        finite = np.isfinite(z).all(axis=1)
+        if finite.all():
+            return
+        bad = np.flatnonzero(~finite)
+        dtype = np.dtype(self.numpy_dtype).name
+        raise ValueError(
+            f"{name}: {len(bad)} of {len(z)} cell(s) (first: row {bad[0]}) have non-finite values after {where}. "
+            f"The input itself is finite, so its values (or the loadings) are too large for {dtype} once "
+            f"projected, or the pass returned rows it did not compute. Rescale the input (e.g. log-normalise: "
+            f"sc.pp.normalize_total, sc.pp.log1p), check the loadings passed as components=, or fit with "
+            f"dtype='float64'; under a Dask cluster, check that every worker runs the same gbumap version."
+        )
 
     def _fit_input_norm(self, Z_raw: np.ndarray) -> float | None:
         """The offset ``c`` of ``input_norm`` (0 for ``"l2"``, ``None`` for ``"none"``)."""
@@ -862,18 +904,6 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
                 out[rows] = self.encoder_(torch.from_numpy(Z_np[rows]).to(device)).cpu().numpy()
         return out
 
-    def _lazy_rows(self, X, codes: np.ndarray | None, fn, tail: tuple[int, ...], dtype):
-        """``fn(chunk, chunk_codes)`` over the row chunks of a Dask ``X`` (codes aligned with the chunks).
-
-        Each chunk is checked and converted as an in-memory input is (dtype, NaN/inf).
-        """
-        def checked(chunk, chunk_codes=None):
-            return fn(as_matrix(chunk, name="X", dtype=self.numpy_dtype), chunk_codes)
-
-        if codes is None:
-            return map_row_chunks(X, checked, tail, dtype)
-        return map_row_chunks(X, checked, tail, dtype, rows_of=codes)
-
     def encode(self, X: Any, batches: Any = None) -> np.ndarray:
         """The encoder's input for each cell: ``z̃ / s`` ``(n_cells, n_inputs)``, in the model's dtype.
 
@@ -909,7 +939,9 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         X = self._checked_input(X)
         codes = self._batch_codes(batches, X.shape[0])
         if is_dask_array(X):
-            return self._lazy_rows(X, codes, self._transform_rows, (self.n_components,), self.numpy_dtype)
+            return map_row_chunks(
+                X, _chunk_transform, (self.n_components,), self.numpy_dtype, self._chunk_model(), rows_of=codes
+            )
         return self._transform_rows(X, codes)
 
     def _transform_rows(self, X: Matrix, codes: np.ndarray | None) -> np.ndarray:
@@ -932,9 +964,9 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         X = self._checked_input(X)
         codes = self._batch_codes(batches, X.shape[0])
         if is_dask_array(X):
-            return self._lazy_rows(
-                X, codes, lambda chunk, c: self._jacobian_rows(chunk, c, batch_size),
-                (self.n_components, self.n_inputs_), self.numpy_dtype,
+            return map_row_chunks(
+                X, _chunk_jacobian, (self.n_components, self.n_inputs_), self.numpy_dtype, self._chunk_model(),
+                batch_size, rows_of=codes,
             )
         return self._jacobian_rows(X, codes, batch_size)
 
@@ -997,9 +1029,9 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         codes = self._batch_codes(batches, n)
         if is_dask_array(X):
             tail = (self.n_components, g) if reduction is None else (g,)
-            return self._lazy_rows(
-                X, codes, lambda chunk, c: self._contribution_rows(chunk, c, batch_size, reduction, part),
-                tail, self.numpy_dtype,
+            return map_row_chunks(
+                X, _chunk_contributions, tail, self.numpy_dtype, self._chunk_model(), batch_size, reduction, part,
+                rows_of=codes,
             )
         return self._contribution_rows(X, codes, batch_size, reduction, part)
 
@@ -1046,8 +1078,8 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         X = self._checked_input(X)
         codes = self._batch_codes(batches, X.shape[0])
         if is_dask_array(X):
-            per_chunk = self._lazy_rows(
-                X, codes, lambda chunk, c: self._gap_and_scale(chunk, batch_size, c)[None], (2,), np.float64
+            per_chunk = map_row_chunks(
+                X, _chunk_gap_and_scale, (2,), np.float64, self._chunk_model(), batch_size, rows_of=codes
             )
             (worst,) = compute(per_chunk.max(axis=0), verbose=self.verbose)
             max_abs, scale = (float(v) for v in worst)
@@ -1064,3 +1096,33 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             contrib = self._contribution_rows(X[rows], sub, batch_size, None, "total")
             max_abs = max(max_abs, reconstruction_gap(contrib, emb[rows]))
         return np.array([max_abs, float(np.abs(emb).max())])
+
+
+# The per-chunk functions of the Dask passes: module-level, so that a distributed scheduler pickles
+# only them and receives the model once (gbumap._dask.map_row_chunks). ``rows_of`` holds the chunk's
+# batch codes for a batch-corrected model. Each chunk is checked as an in-memory input is (dtype, NaN/inf).
+def _chunk_projection(chunk: Matrix, model: GlassBoxUMAP) -> np.ndarray:
+    return model._offset_projection(chunk, slice(0, chunk.shape[0])).astype(model.numpy_dtype)
+
+
+def _chunk_transform(chunk: Matrix, model: GlassBoxUMAP, rows_of: np.ndarray | None = None) -> np.ndarray:
+    return model._transform_rows(model._checked_input(chunk), rows_of)
+
+
+def _chunk_jacobian(
+    chunk: Matrix, model: GlassBoxUMAP, batch_size: int | None, rows_of: np.ndarray | None = None
+) -> np.ndarray:
+    return model._jacobian_rows(model._checked_input(chunk), rows_of, batch_size)
+
+
+def _chunk_contributions(
+    chunk: Matrix, model: GlassBoxUMAP, batch_size: int | None, reduction, part: str = "total",
+    rows_of: np.ndarray | None = None,
+) -> np.ndarray:
+    return model._contribution_rows(model._checked_input(chunk), rows_of, batch_size, reduction, part)
+
+
+def _chunk_gap_and_scale(
+    chunk: Matrix, model: GlassBoxUMAP, batch_size: int | None, rows_of: np.ndarray | None = None
+) -> np.ndarray:
+    return model._gap_and_scale(model._checked_input(chunk), batch_size, rows_of)[None]

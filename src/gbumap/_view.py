@@ -141,6 +141,7 @@ class ModelView:
         batch_size: int = 4096,
         jacobian: np.ndarray | None = None,
         part: str = "total",
+        with_input: bool = False,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(rows, C)`` with exact ``(len(rows), n_components, n_features)`` contributions.
 
@@ -149,6 +150,9 @@ class ModelView:
         read one batch of rows at a time, so memory stays bounded by
         ``batch_size`` whatever the number of cells. ``part`` (batch-corrected
         models): ``"total"``, or its ``"expression"`` or ``"correction"`` part.
+        ``with_input=True`` yields ``(rows, C, dense input block)`` (all the
+        model's features, as read for ``C``), so that callers needing the
+        expression too do not read the rows a second time.
         """
         batch_size = check_batch_size(batch_size)
         est = self.estimator
@@ -177,7 +181,8 @@ class ModelView:
             offset = dense.astype(np.float64) - baseline if part != "correction" else np.zeros(dense.shape)
             if shift is not None and part != "expression":
                 offset -= shift
-            yield rows, contributions_from_jacobian(jac, offset.astype(jac.dtype), comps, est.homogeneity_degree_)
+            contrib = contributions_from_jacobian(jac, offset.astype(jac.dtype), comps, est.homogeneity_degree_)
+            yield (rows, contrib, dense) if with_input else (rows, contrib)
 
     def group_sums(
         self,
@@ -319,19 +324,26 @@ def chunk_reconstruction_gaps(X, jacobian, embedding: np.ndarray, view: ModelVie
     """
     import dask.array as da
 
+    from ._dask import shared
+
     est = view.estimator
-    comps = est.components_
     emb = da.from_array(embedding, chunks=(X.chunks[0], embedding.shape[1]), name=False)
     codes = None if labels is None else est.correction_.codes(labels)
-
-    def gap(block, jac, emb_rows, code_rows=None) -> np.ndarray:
-        offset = est.feature_offsets(block, slice(None), None if code_rows is None else code_rows[:, 0])
-        contrib = contributions_from_jacobian(jac, offset.astype(jac.dtype), comps, est.homogeneity_degree_)
-        return np.array([reconstruction_gap(contrib, emb_rows)])
-
     arrays = [X, "ij", jacobian, "iab", emb, "ic"]
     if codes is not None:
         arrays += [da.from_array(codes[:, None], chunks=(X.chunks[0], 1), name=False), "ie"]
     return da.blockwise(
-        gap, "i", *arrays, adjust_chunks={"i": 1}, concatenate=True, dtype=np.float64, meta=np.empty(0),
+        _chunk_gap, "i", *arrays, shared(est._chunk_model()), None, adjust_chunks={"i": 1},
+        concatenate=True, dtype=np.float64, meta=np.empty(0),
     )
+
+
+def _chunk_gap(block, jac, emb_rows, *rest) -> np.ndarray:
+    """``max |Σ_g C − Z|`` of one chunk (module-level: a distributed scheduler receives the model once).
+
+    ``rest`` is ``(model,)`` or, for a batch-corrected model, ``(batch codes of the rows, model)``.
+    """
+    codes, est = (None, rest[0]) if len(rest) == 1 else (np.asarray(rest[0])[:, 0], rest[1])
+    offset = est.feature_offsets(block, slice(None), codes)
+    contrib = contributions_from_jacobian(jac, offset.astype(jac.dtype), est.components_, est.homogeneity_degree_)
+    return np.array([reconstruction_gap(contrib, emb_rows)])

@@ -160,11 +160,20 @@ def rank_features(
             if is_signed(reduction):
                 kwargs.setdefault("cmap", "RdBu_r")
                 kwargs.setdefault("vcenter", 0.0)
-        # scanpy wants a score for every var: show the model's genes only
+        # the plot reads the expression of the genes it shows only: a cells × (shown genes) matrix, read
+        # column-wise from Dask or backed input without loading the others
+        shown_genes = pd.unique(
+            np.concatenate([np.asarray(result["names"][g])[: int(n_genes)].astype(str) for g in shown])
+        )
+        if view.spec.use_rep is not None:  # columns of obsm are taken by position: keep them all
+            shown_genes = np.asarray(view.feature_names).astype(str)
+        expression = view.matrix(adata, features=np.asarray(shown_genes), lazy=True)
+        if hasattr(expression, "compute"):
+            expression = expression.compute()
         shell = AnnData(
-            X=view.matrix(adata),
+            X=expression,
             obs=adata.obs[[groupby]].copy(),
-            var=pd.DataFrame(index=pd.Index(view.feature_names)),
+            var=pd.DataFrame(index=pd.Index(shown_genes)),
         )
         shell.uns[rank_key] = result
         if f"{groupby}_colors" in adata.uns:

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._dask import compute, is_dask_array
+from .._dask import is_dask_array, store_rows, threads_for_in_memory
 from .._progress import progress_bar
 from .._registry import encode_record
 from .._validation import check_batch_size
@@ -59,17 +59,19 @@ def _chunked_jacobians(adata: AnnData, view: ModelView, matrix, store, batch_siz
     from .._chunked_store import write_obsm_rows
 
     est = view.estimator
+    local = threads_for_in_memory(matrix)  # in-memory input stays on this process's threads, even under a cluster
     if not is_dask_array(matrix):
         matrix = da.from_array(matrix, chunks=(max(batch_size, 8192), -1), asarray=False, name=False)
     labels = view.batch_labels(adata)
     lazy = est.input_jacobian(matrix, batch_size=batch_size, batches=labels)
     embedding = np.asarray(adata.obsm[view.embedding_key], dtype=np.float64)
     worst = chunk_reconstruction_gaps(matrix, lazy, embedding, view, labels).max()
-    if store is not None:
-        jac, (max_abs,) = write_obsm_rows(lazy, store, view.jacobian_key, adata, also=(worst,), verbose=verbose)
-    else:
-        jac = np.empty(lazy.shape, dtype=lazy.dtype)
-        (_, max_abs) = compute(da.store(lazy, jac, lock=False, compute=False), worst, verbose=verbose)
+    with local:
+        if store is not None:
+            jac, (max_abs,) = write_obsm_rows(lazy, store, view.jacobian_key, adata, also=(worst,), verbose=verbose)
+        else:
+            jac = np.empty(lazy.shape, dtype=lazy.dtype)
+            (max_abs,) = store_rows(lazy, jac, also=(worst,), verbose=verbose, desc="gbumap jacobians")
     scale = float(np.abs(embedding).max()) or 1.0
     return jac, {"max_abs": float(max_abs), "max_rel": float(max_abs) / scale}
 

@@ -123,7 +123,7 @@ def interaction_modules(
     est = view.estimator
     labels = view.batch_labels(adata)
     inputs = np.empty((adata.n_obs, n_inputs))
-    for start in range(0, adata.n_obs, batch_size):
+    for start in range(0, adata.n_obs, batch_size):  # one batch of cells read at a time (Dask or backed input too)
         rows = np.arange(start, min(start + batch_size, adata.n_obs))
         inputs[rows] = est.encode(view.matrix(adata, rows=rows), batches=None if labels is None else labels[rows])
 

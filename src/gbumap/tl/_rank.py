@@ -286,14 +286,18 @@ def rank_features(
     tot_sum = np.zeros(n_feat)
     tot_sq = np.zeros(n_feat)
     tot_nz = np.zeros(n_feat)
-    X = _expression(adata, view, layer)
+    # the expression is the model's own input unless layer= names another: then each batch is read once
+    X = None if layer is None else _expression(adata, view, layer)
     labelled = np.flatnonzero(codes >= 0)
-    for rows, contrib in view.iter_contributions(adata, labelled, batch_size=batch_size):
+    for rows, contrib, block in view.iter_contributions(adata, labelled, batch_size=batch_size, with_input=True):
         per_cell = reduce_contributions(contrib, reduction).astype(np.float64)
         onehot = (codes[rows][:, None] == group_codes[None, :]).astype(np.float64)
-        expr = X[rows]
-        expr = expr.compute() if is_dask_array(expr) else expr
-        expr = expr.toarray() if sp.issparse(expr) else np.asarray(expr)
+        if X is None:
+            expr = block
+        else:
+            expr = X[rows]
+            expr = expr.compute() if is_dask_array(expr) else expr
+            expr = expr.toarray() if sp.issparse(expr) else np.asarray(expr)
         nz = (expr > 0).astype(np.float64)
         sums += onehot.T @ per_cell
         sq += onehot.T @ per_cell**2

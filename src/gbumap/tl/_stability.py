@@ -13,6 +13,7 @@ from anndata import AnnData
 
 from .._anndata_input import sharing_arrays
 from .._registry import encode_record, encode_weights
+from .._dask import gather_rows, is_dask_array
 from .._validation import as_matrix
 from .._view import ModelView, model_view
 from ._rank import SmallGroupWarning, _recarray, check_groupby, rank_features
@@ -90,6 +91,14 @@ def _run_model(reference: GlassBoxUMAP, encoder, seed: int, info: dict | None = 
     for name in ("graph_", "embedding_", "timings_"):
         model.__dict__.pop(name, None)
     return model
+
+
+def _embedding(model: GlassBoxUMAP, X, labels: np.ndarray | None = None) -> np.ndarray:
+    """``model.transform(X)`` in float64; for Dask input, gathered chunk by chunk (any scheduler)."""
+    if is_dask_array(X):
+        out = np.empty((X.shape[0], model.n_components), dtype=model.numpy_dtype)
+        return gather_rows(model.transform(X, batches=labels), out).astype(np.float64)
+    return model.transform(X, batches=labels).astype(np.float64)
 
 
 def _shared_graph(adata: AnnData, view: ModelView, X, seed: int) -> tuple[sp.csr_matrix, str]:
@@ -264,7 +273,8 @@ def stability(
         )
     reference = np.asarray(adata.obsm[view.embedding_key], dtype=np.float64)
 
-    X = as_matrix(view.matrix(adata), name="X", dtype=ref.numpy_dtype)
+    # Dask or backed input stays lazy: the runs' passes (projection, embedding) go over its row chunks
+    X = as_matrix(view.matrix(adata, lazy=True), name="X", dtype=ref.numpy_dtype)
     n_cells = X.shape[0]
     labels = view.batch_labels(adata)
     codes = None if labels is None else ref.correction_.codes(labels)
@@ -303,7 +313,7 @@ def stability(
             runs.append(_run_model(ref, est.encoder_, seed, info))
             bar.update(1)
 
-    embeddings = [m.transform(X, batches=labels).astype(np.float64) for m in runs]
+    embeddings = [_embedding(m, X, labels) for m in runs]
     aligned = [procrustes_align(Y, reference) for Y in embeddings]
     sq = np.stack([np.sum((A - reference) ** 2, axis=1) for A, _ in aligned])  # (runs, cells)
     spread = np.sqrt(sq.mean(axis=0))

@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._anndata_input import feature_matrix, obs_batches
-from .._dask import compute, is_dask_array
+from .._dask import is_dask_array, store_rows
 from .._registry import decode_record, encode_record, read_record
 from .._validation import check_batch_size
 
@@ -131,13 +131,11 @@ def transform(
             model = model.with_new_batches(block, labels[cells])
             record = record.replace(model=model)
     if is_dask_array(lazy):
-        import dask.array as da
-
         sources, targets = [model.transform(lazy, batches=labels)], [embedding]
         if jac is not None:
             sources.append(model.input_jacobian(lazy, batch_size=batch_size, batches=labels))
             targets.append(jac)
-        compute(da.store(sources, targets, lock=False, compute=False))  # one pass over the chunks
+        store_rows(sources, targets, desc="gbumap transform")  # one pass over the chunks, gathered here
     else:
         for start in range(0, n, batch_size):
             rows = slice(start, min(start + batch_size, n))
