@@ -142,7 +142,10 @@ def test_estimator_dask_in_dask_out():
     lazy = da.from_array(X, chunks=(500, -1))
     emb = model.transform(lazy)
     assert is_dask_array(emb)
-    np.testing.assert_allclose(emb.compute(), model.transform(X), rtol=1e-6, atol=1e-6)
+    # float32 BLAS rows depend on how many rows a product takes at once (500 here, all in memory):
+    # equal to float32 rounding of the map's scale
+    scale = float(np.abs(model.embedding_).max())
+    np.testing.assert_allclose(emb.compute(), model.transform(X), rtol=1e-6, atol=1e-6 * scale)
     contrib = model.compute_contributions(lazy)
     assert is_dask_array(contrib) and contrib.shape == (len(X), 2, 64)
     np.testing.assert_allclose(contrib.sum(-1).compute(), emb.compute(), rtol=1e-4, atol=1e-4)

@@ -165,9 +165,32 @@ def _chunk_stats(block: Any) -> np.ndarray:
     return out
 
 
+# The passes of fit (column means, the PCA's products, the projection) run over blocks of this many
+# rows at fixed positions (rows 0-1023, 1024-2047, ...), whatever the chunks of the input, and sums over
+# cells add the blocks' results in a tree that depends only on their number. The baseline, the loadings
+# and the projected input are then the same bit for bit for a matrix in memory and for any chunking of
+# it on disk. (Per input chunk they differ in the last bits, since a BLAS product's rows depend on how
+# many rows it multiplies at once; the randomised PCA amplifies that to float32 ulps of the loadings,
+# and training to a different map.)
+SUM_BLOCK_ROWS = 1024
+
+
+def fixed_row_blocks(X):
+    """``X`` with row chunks of :data:`SUM_BLOCK_ROWS` rows at fixed positions (views or merged chunks)."""
+    if all(c == SUM_BLOCK_ROWS for c in X.chunks[0][:-1]) and X.chunks[0][-1] <= SUM_BLOCK_ROWS:
+        return X
+    return X.rechunk({0: SUM_BLOCK_ROWS})
+
+
 def column_stats(X, *, name: str = "X", verbose: bool = False) -> np.ndarray:
-    """Column means of ``X`` (float64) in one pass, raising for NaN or infinite values."""
+    """Column means of ``X`` (float64) in one pass, raising for NaN or infinite values.
+
+    Summed over fixed blocks of rows (:data:`SUM_BLOCK_ROWS`), so the result
+    does not depend on how ``X`` is chunked.
+    """
     import dask.array as da
+
+    X = fixed_row_blocks(X)
 
     per_chunk = da.map_blocks(
         _chunk_stats,
@@ -369,14 +392,17 @@ def row_chunk_products(X, verbose: bool = False) -> tuple[Callable, Callable]:
     """
     import dask.array as da
 
+    blocks = fixed_row_blocks(X)  # the same blocks of rows whatever the input's chunks (see SUM_BLOCK_ROWS)
+
     def times(V: np.ndarray) -> np.ndarray:
-        lazy = map_row_chunks(X, _right, (V.shape[1],), X.dtype, V)
+        # row-local, yet a BLAS product's rows depend on how many rows it multiplies at once: fixed blocks too
+        lazy = map_row_chunks(blocks, _right, (V.shape[1],), X.dtype, V)
         return gather_rows(lazy, np.empty((X.shape[0], V.shape[1]), dtype=V.dtype), verbose=verbose)
 
     def transpose_times(U: np.ndarray) -> np.ndarray:
-        U_chunks = da.from_array(U, chunks=(X.chunks[0], U.shape[1]), name=False)
+        U_chunks = da.from_array(U, chunks=(blocks.chunks[0], U.shape[1]), name=False)
         parts = da.blockwise(
-            _left, "ijk", X, "ij", U_chunks, "ik", adjust_chunks={"i": 1}, dtype=U.dtype,
+            _left, "ijk", blocks, "ij", U_chunks, "ik", adjust_chunks={"i": 1}, dtype=U.dtype,
             meta=np.empty((0, 0, 0), dtype=U.dtype),
         )
         (out,) = compute(parts.sum(axis=0), verbose=verbose)

@@ -19,7 +19,8 @@ from ._batch_correction import CORRECTION_METHODS, BatchCorrection, batch_labels
 from ._attribution import Reduction, contributions_from_jacobian, reconstruction_gap, reduce_contributions
 from ._encoder import BilinearEncoder, HomogeneousMLP, check_homogeneous, encoder_jacobian
 from ._dask import (
-    column_stats, compute, gather_rows, is_dask_array, map_row_chunks, row_chunked, threads_for_in_memory,
+    column_stats, compute, fixed_row_blocks, gather_rows, is_dask_array, map_row_chunks, row_chunked,
+    threads_for_in_memory,
 )
 from ._progress import progress_bar
 from ._validation import Matrix, as_matrix
@@ -688,7 +689,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         training or homogeneity failure.
         """
         Z_raw = np.full((X.shape[0], self.n_inputs_), np.nan, dtype=self.numpy_dtype)  # unfilled rows stay NaN
-        chunks = X if is_dask_array(X) else row_chunked(X)
+        chunks = fixed_row_blocks(X if is_dask_array(X) else row_chunked(X))  # the same rows per product, any chunks
         lazy = map_row_chunks(chunks, _chunk_projection, (self.n_inputs_,), self.numpy_dtype, self._chunk_model())
         with threads_for_in_memory(X):
             gather_rows(lazy, Z_raw, verbose=self.verbose)
