@@ -192,9 +192,12 @@ def test_a_new_batch_is_mapped_with_exact_contributions(sim):
     assert gbumap.get.reconstruction_error(query)["max_rel"] < 1e-5
     from sklearn.neighbors import KNeighborsClassifier
 
-    clf = KNeighborsClassifier(15).fit(reference.obsm["X_gbumap"], reference.obs["cell_type"].to_numpy())
+    emb, types = reference.obsm["X_gbumap"], reference.obs["cell_type"].to_numpy()
+    clf = KNeighborsClassifier(15).fit(emb, types)
     accuracy = (clf.predict(query.obsm["X_gbumap"]) == query.obs["cell_type"].to_numpy()).mean()
-    assert accuracy > 0.85
+    half = np.arange(len(types)) % 2 == 0  # the reference's own cells, classified from its other half
+    own = (KNeighborsClassifier(15).fit(emb[half], types[half]).predict(emb[~half]) == types[~half]).mean()
+    assert accuracy > max(0.8, own - 0.12), (accuracy, own)
     # the query file is self-contained: contributions of the new batch after a round trip
     back = ad.AnnData(X=query.X, obs=query.obs, var=query.var, obsm=dict(query.obsm), uns=dict(query.uns))
     assert gbumap.get.reconstruction_error(back)["max_rel"] < 1e-5

@@ -11,23 +11,28 @@ embedding ``f(z̃)``, and each gene's term splits exactly into an *expression pa
 ``δ`` is a function of the cell's own ``z`` and its batch, learned at fit time
 and stored as plain arrays:
 
-``δ(z, batch) = Σ_k R_k(z) · W[batch, k]``
+``δ(z, batch) = g[batch] + Σ_k R_k(z − δ) · W[batch, k]``
 
-where ``R(z)`` are soft memberships of ``z`` in ``K`` clusters (a softmax of the
-cosine similarity to the cluster centroids, bandwidth ``sigma``) and
-``W[batch, k]`` the batch's offset in cluster ``k``.
+where ``R`` are soft memberships in ``K`` clusters (a softmax of the cosine
+similarity to the cluster centroids, bandwidth ``sigma``) taken at the
+corrected input ``z − δ``, as Harmony takes them (a fixed point, reached by a
+set number of steps from ``δ = g``), ``W[batch, k]`` the batch's offset in
+cluster ``k`` and ``g[batch]`` a global offset of the batch (0 for the
+reference's batches; a new batch's mean offset from the reference).
 
 * ``method="harmony"``: Harmony (``harmonypy``, the implementation scanpy wraps)
   runs on the model's own PCA; its centroids define the clusters, and ``W`` is
   the least-squares fit, batch by batch, of Harmony's per-cell correction on
-  those memberships (Harmony's correction has this very mixture form). The rule
-  then applies unchanged to training cells and to new cells of a known batch.
+  the memberships of Harmony's corrected cells (Harmony's correction has this
+  very mixture form). The rule then applies unchanged to training cells and
+  to new cells of a known batch.
 * ``method="baseline"``: one cluster; ``W[batch]`` is the batch's mean input
   minus the mean of all cells, so every batch is centred on the common mean.
 
 A batch the model never saw gets its offsets from its own cells, as Symphony
-maps queries onto a Harmony reference: per cluster, the ridge-shrunk mean of
-the query cells' distance to the reference's corrected cluster mean
+maps queries onto a Harmony reference: first its mean offset from the
+reference's corrected mean (``g``), then per cluster the ridge-shrunk mean of
+the recentred query cells' distance to the reference's corrected cluster mean
 (:meth:`BatchCorrection.with_new_batches`).
 """
 
@@ -48,6 +53,15 @@ CORRECTION_METHODS = ("harmony", "baseline")
 # changes by less than epsilon_harmony=1e-2 per round while nothing is corrected yet); measured on the
 # simulator (benchmarks/integration.py), more rounds are what make it correct.
 HARMONY_DEFAULTS = {"max_iter_harmony": 20, "epsilon_harmony": 1e-4, "sigma": 0.1}
+# The stored rule: memberships of bandwidth _RULE_SIGMA (cosine distance units, Harmony's own 0.1), taken
+# where the correction puts the cell, by _RULE_ITERATIONS fixed-point steps. Measured against the first
+# rule (memberships of the uncorrected input): how much of Harmony's shift the rule misses on digits in
+# two pseudo-batches, 22% -> 9.5% (PC-space batch mixing 0.469 -> 0.490, Harmony's own 0.497); label
+# accuracy on the map of a new batch mapped by tl.transform (simulator, 10k cells, batch B2 onto a model
+# of B0 + B1), 0.739 -> 0.928 (0.922 with sigma 0.02); the integrated map of all three batches kept its
+# mixing (0.989-0.996) and label accuracy (0.956-0.961).
+_RULE_SIGMA = 0.1
+_RULE_ITERATIONS = 6
 # Ridge penalty (in cells) of a new batch's offsets: clusters the query barely reaches are left alone.
 _QUERY_RIDGE = 1.0
 
@@ -81,23 +95,32 @@ def lift_matrix(components: np.ndarray | None, n_inputs: int) -> np.ndarray | No
 
 @dataclass(frozen=True)
 class BatchCorrection:
-    """A fitted per-cell input shift ``δ(z, batch) = Σ_k R_k(z) W[batch, k]`` (see the module docstring)."""
+    """A fitted per-cell input shift ``δ(z, batch)`` (see the module docstring).
+
+    ``δ = g[batch] + Σ_k R_k(z − δ) · W[batch, k]``, solved by
+    ``n_iterations`` fixed-point steps from ``δ = g[batch]``: the memberships
+    are taken where the correction puts the cell, as Harmony's are.
+    """
 
     method: str
     categories: np.ndarray  # (B,) str: the batches with offsets (reference batches first)
     centroids: np.ndarray  # (K, d) unit-norm rows (one zero row for "baseline")
     sigma: float
-    offsets: np.ndarray  # (B, K, d) float64
+    offsets: np.ndarray  # (B, K, d) W
+    global_offsets: np.ndarray  # (B, d) g: 0 for the reference's batches
     cluster_means: np.ndarray  # (K, d) the reference's corrected input, averaged per cluster (R-weighted)
+    cluster_mass: np.ndarray  # (K,) the reference's cells per cluster (Σ memberships)
     n_reference_batches: int
+    n_iterations: int
 
     @property
     def n_clusters(self) -> int:
         return int(self.centroids.shape[0])
 
     @property
-    def reference_batches(self) -> np.ndarray:
-        return self.categories[: self.n_reference_batches]
+    def reference_mean(self) -> np.ndarray:
+        """The reference's mean corrected input."""
+        return (self.cluster_mass[:, None] * self.cluster_means).sum(axis=0) / max(self.cluster_mass.sum(), 1e-12)
 
     def memberships(self, z: np.ndarray) -> np.ndarray:
         """Soft cluster memberships ``(n, K)`` of inputs ``z`` (rows sum to 1)."""
@@ -126,33 +149,47 @@ class BatchCorrection:
 
     def shifts(self, z: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """``δ`` ``(n, d)`` (float64) for inputs ``z`` of cells in batches ``codes``."""
-        R = self.memberships(z)
-        return np.einsum("nk,nkd->nd", R, self.offsets[np.asarray(codes)])
+        return self._solve(np.asarray(z, dtype=np.float64), self.global_offsets[codes], self.offsets[codes])
+
+    def _solve(self, z: np.ndarray, g: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """The fixed-point steps ``δ ← g + R(z − δ)·W`` from ``δ = g`` (``W``: each cell's ``(K, d)`` offsets)."""
+        delta = g
+        for _ in range(self.n_iterations):
+            delta = g + np.einsum("nk,nkd->nd", self.memberships(z - delta), W)
+        return delta
 
     def with_new_batches(self, z: np.ndarray, labels: np.ndarray) -> BatchCorrection:
         """This correction with offsets for the batches in ``labels`` that it lacks, from their cells ``z``.
 
-        Per cluster ``k``, a new batch's offset is ``Σ_i R_ik (z_i − m_k) / (Σ_i R_ik + 1)``
-        over its cells, with ``m_k`` the reference's corrected cluster mean: the
-        query is moved onto the reference where it overlaps it, and left where
-        it reaches no reference cluster. Known batches keep their offsets.
+        A new batch's global offset ``g`` is the mean of its cells' inputs
+        minus the reference's mean corrected input; then, alternating with the
+        memberships ``R`` of the cells where the correction puts them, its
+        offset in cluster ``k`` is ``Σ_i R_ik (z_i − g − m_k) / (Σ_i R_ik + 1)``,
+        with ``m_k`` the reference's corrected cluster mean: the query is moved
+        onto the reference where it overlaps it. Known batches keep their offsets.
         """
         labels = np.asarray(labels, dtype=str)
         new = [b for b in pd.unique(labels) if b not in set(self.categories.tolist())]
         if not new:
             return self
         z = np.asarray(z, dtype=np.float64)
-        R = self.memberships(z)
-        added = np.empty((len(new), self.n_clusters, z.shape[1]))
+        K, d = self.n_clusters, z.shape[1]
+        added, added_global = np.zeros((len(new), K, d)), np.empty((len(new), d))
         for j, batch in enumerate(new):
-            cells = labels == batch
-            Rb = R[cells]
-            mass = Rb.sum(axis=0)  # (K,)
-            added[j] = (Rb.T @ z[cells] - mass[:, None] * self.cluster_means) / (mass[:, None] + _QUERY_RIDGE)
+            zb = z[labels == batch]
+            g = zb.mean(axis=0) - self.reference_mean
+            W = np.zeros((K, d))
+            for _ in range(self.n_iterations):
+                delta = self._solve(zb, np.broadcast_to(g, zb.shape), np.broadcast_to(W, (len(zb), K, d)))
+                R = self.memberships(zb - delta)
+                mass = R.sum(axis=0)
+                W = (R.T @ (zb - g) - mass[:, None] * self.cluster_means) / (mass[:, None] + _QUERY_RIDGE)
+            added[j], added_global[j] = W, g
         return replace(
             self,
             categories=np.concatenate([self.categories, np.asarray(new, dtype=str)]),
             offsets=np.concatenate([self.offsets, added]),
+            global_offsets=np.concatenate([self.global_offsets, added_global]),
         )
 
     # ------------------------------------------------------------------ plain arrays (the registry)
@@ -163,8 +200,11 @@ class BatchCorrection:
             "centroids": np.asarray(self.centroids, dtype=np.float64),
             "sigma": float(self.sigma),
             "offsets": np.asarray(self.offsets, dtype=np.float64),
+            "global_offsets": np.asarray(self.global_offsets, dtype=np.float64),
             "cluster_means": np.asarray(self.cluster_means, dtype=np.float64),
+            "cluster_mass": np.asarray(self.cluster_mass, dtype=np.float64),
             "n_reference_batches": int(self.n_reference_batches),
+            "n_iterations": int(self.n_iterations),
         }
 
     @classmethod
@@ -179,13 +219,18 @@ class BatchCorrection:
             raise ValueError(f"centroids must be (K, {n_inputs}); got {centroids.shape}")
         K, B = centroids.shape[0], len(categories)
         offsets = check("offsets", d.get("offsets"), "array", (B, K, n_inputs))
+        global_offsets = check("global_offsets", d.get("global_offsets"), "array", (B, n_inputs))
         cluster_means = check("cluster_means", d.get("cluster_means"), "array", (K, n_inputs))
+        mass = check("cluster_mass", d.get("cluster_mass"), "array", (K,))
         sigma = check("sigma", d.get("sigma"), float, None)
         n_ref = check("n_reference_batches", d.get("n_reference_batches"), int, None)
+        n_iterations = check("n_iterations", d.get("n_iterations"), int, None)
         if not sigma > 0 or not 1 <= n_ref <= B or len(set(categories.tolist())) != B:
             raise ValueError("sigma must be > 0, n_reference_batches within the batches, and batches unique")
-        return cls(method, categories, centroids.astype(np.float64), sigma, offsets.astype(np.float64),
-                   cluster_means.astype(np.float64), n_ref)
+        if (mass < 0).any() or not 1 <= n_iterations <= 100:
+            raise ValueError("cluster_mass must not be negative and n_iterations must be 1 to 100")
+        return cls(method, categories, centroids, sigma, offsets, global_offsets, cluster_means, mass, n_ref,
+                   n_iterations)
 
 
 def fit_correction(
@@ -195,6 +240,8 @@ def fit_correction(
     *,
     random_state: int = 0,
     harmony_kwargs: Mapping[str, Any] | None = None,
+    rule_sigma: float | None = None,
+    n_iterations: int | None = None,
 ) -> BatchCorrection:
     """Learn the correction from the reference cells' inputs ``z`` ``(n, d)`` and batch ``labels``.
 
@@ -216,13 +263,12 @@ def fit_correction(
             f"Batch(es) {', '.join(repr(str(c)) for c in small[:10])} hold a single cell; a batch's shift cannot be "
             "estimated from one cell. Merge them into a larger batch or remove those cells."
         )
-    d = z.shape[1]
+    B, d = len(categories), z.shape[1]
     if method == "baseline":
-        centroids = np.zeros((1, d))
         overall = z.mean(axis=0)
-        offsets = np.stack([z[codes == b].mean(axis=0) - overall for b in range(len(categories))])[:, None, :]
-        correction = BatchCorrection(method, categories, centroids, 1.0, offsets, overall[None], len(categories))
-        return correction
+        offsets = np.stack([z[codes == b].mean(axis=0) - overall for b in range(B)])[:, None, :]
+        return BatchCorrection(method, categories, np.zeros((1, d)), 1.0, offsets, np.zeros((B, d)), overall[None],
+                               np.array([float(len(z))]), B, 1)
     import harmonypy
 
     options = {**HARMONY_DEFAULTS, **dict(harmony_kwargs or {})}
@@ -234,18 +280,23 @@ def fit_correction(
     target = z - corrected  # Harmony's per-cell shift
     Y = np.asarray(result.Y, dtype=np.float64).T  # (K, d): centroids, PCs × clusters in every harmonypy
     centroids = Y / np.maximum(np.linalg.norm(Y, axis=1, keepdims=True), 1e-12)
-    sigma = float(np.mean(np.atleast_1d(options["sigma"])))
-    draft = BatchCorrection(method, categories, centroids, sigma, np.zeros((len(categories), len(Y), d)),
-                            np.zeros((len(Y), d)), len(categories))
-    R = draft.memberships(z)
-    K = R.shape[1]
-    offsets = np.empty((len(categories), K, d))
-    for b in range(len(categories)):
+    K = len(centroids)
+    draft = BatchCorrection(
+        method, categories, centroids, float(_RULE_SIGMA if rule_sigma is None else rule_sigma),
+        np.zeros((B, K, d)), np.zeros((B, d)), np.zeros((K, d)), np.ones(K), B,
+        int(_RULE_ITERATIONS if n_iterations is None else n_iterations),
+    )
+    # W: per batch, the least-squares fit of Harmony's shift on the memberships where Harmony put the cells
+    R = draft.memberships(corrected)
+    offsets = np.empty((B, K, d))
+    for b in range(B):
         Rb = R[codes == b]
         gram = Rb.T @ Rb
         gram[np.diag_indices(K)] += 1e-6 * max(np.trace(gram) / K, 1e-12)  # clusters a batch never reaches: 0
         offsets[b] = np.linalg.solve(gram, Rb.T @ target[codes == b])
-    shift = np.einsum("nk,nkd->nd", R, offsets[codes])
+    fitted = replace(draft, offsets=offsets)
+    shift = fitted.shifts(z, codes)
+    R = fitted.memberships(z - shift)
     mass = R.sum(axis=0)
     cluster_means = (R.T @ (z - shift)) / np.maximum(mass, 1e-12)[:, None]
-    return replace(draft, offsets=offsets, cluster_means=cluster_means)
+    return replace(fitted, cluster_means=cluster_means, cluster_mass=mass)

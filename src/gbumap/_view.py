@@ -161,24 +161,14 @@ class ModelView:
         if feature_idx is not None:
             comps = None if comps is None else comps[:, feature_idx]
             baseline = baseline[feature_idx]
-        stored = self.stored_jacobian(adata, jacobian)
-        labels = self.batch_labels(adata)
-        for start in range(0, len(obs_idx), batch_size):
-            rows = obs_idx[start : start + batch_size]
-            block = self.matrix(adata, rows=rows)
-            row_labels = None if labels is None else labels[rows]
-            if stored is not None:
-                jac = np.asarray(stored[rows])
-            else:
-                jac = est.input_jacobian(block, batches=row_labels)
-            shift = self.feature_shift(block, row_labels)
+        for rows, block, jac, shift in self.jacobian_batches(adata, obs_idx, batch_size, jacobian):
             if feature_idx is not None:
                 block = block[:, feature_idx]
                 shift = None if shift is None else shift[:, feature_idx]
                 if comps is None:  # no PCA: the Jacobian is per feature, so subset it too
                     jac = jac[:, :, feature_idx]
-            dense = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
-            offset = dense.astype(np.float64) - baseline if part != "correction" else np.zeros(dense.shape)
+            dense = block.toarray() if hasattr(block, "toarray") else block  # float64 (jacobian_batches)
+            offset = dense - baseline if part != "correction" else np.zeros(dense.shape)
             if shift is not None and part != "expression":
                 offset -= shift
             contrib = contributions_from_jacobian(jac, offset.astype(jac.dtype), comps, est.homogeneity_degree_)
