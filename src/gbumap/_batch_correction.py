@@ -178,12 +178,12 @@ class BatchCorrection:
         for j, batch in enumerate(new):
             zb = z[labels == batch]
             g = zb.mean(axis=0) - self.reference_mean
-            W = np.zeros((K, d))
-            for _ in range(self.n_iterations):
-                delta = self._solve(zb, np.broadcast_to(g, zb.shape), np.broadcast_to(W, (len(zb), K, d)))
+            delta = np.broadcast_to(g, zb.shape)
+            for _ in range(self.n_iterations):  # memberships where the cells land, then the offsets that land them
                 R = self.memberships(zb - delta)
                 mass = R.sum(axis=0)
                 W = (R.T @ (zb - g) - mass[:, None] * self.cluster_means) / (mass[:, None] + _QUERY_RIDGE)
+                delta = g + R @ W
             added[j], added_global[j] = W, g
         return replace(
             self,
