@@ -148,14 +148,21 @@ class BatchCorrection:
         return idx
 
     def shifts(self, z: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """``δ`` ``(n, d)`` (float64) for inputs ``z`` of cells in batches ``codes``."""
-        return self._solve(np.asarray(z, dtype=np.float64), self.global_offsets[codes], self.offsets[codes])
+        """``δ`` ``(n, d)`` (float64) for inputs ``z`` of cells in batches ``codes``.
 
-    def _solve(self, z: np.ndarray, g: np.ndarray, W: np.ndarray) -> np.ndarray:
-        """The fixed-point steps ``δ ← g + R(z − δ)·W`` from ``δ = g`` (``W``: each cell's ``(K, d)`` offsets)."""
+        The fixed-point steps ``δ ← g + R(z − δ)·W`` from ``δ = g``, one
+        product of the memberships with the batch's offsets per batch.
+        """
+        z = np.asarray(z, dtype=np.float64)
+        codes = np.asarray(codes)
+        g = self.global_offsets[codes]
+        batches = [(b, codes == b) for b in np.unique(codes)]
         delta = g
         for _ in range(self.n_iterations):
-            delta = g + np.einsum("nk,nkd->nd", self.memberships(z - delta), W)
+            R = self.memberships(z - delta)
+            delta = g.copy()
+            for b, cells in batches:
+                delta[cells] += R[cells] @ self.offsets[b]
         return delta
 
     def with_new_batches(self, z: np.ndarray, labels: np.ndarray) -> BatchCorrection:
