@@ -16,8 +16,9 @@ Format versions (``uns[key]["format_version"]``):
 
 * **3** (gbumap 0.3): adds the optional ``batch_correction`` mapping (the
   correction's ``method``, ``batch_key``, batch ``categories``, cluster
-  ``centroids``, ``sigma``, per-batch per-cluster ``offsets``,
-  ``cluster_means`` and ``n_reference_batches``, all plain arrays) and
+  ``centroids``, ``sigma``, per-batch per-cluster ``offsets``, per-batch
+  ``global_offsets``, ``cluster_means``, ``cluster_mass``,
+  ``n_reference_batches`` and ``n_iterations``, all plain arrays) and
   ``params/batch_correction``. gbumap 0.2 refuses it: it would ignore the
   correction and embed cells wrongly. Format-2 files read through
   :func:`_migrate_from_2` (no correction; ``batch_correction="harmony"``, the
