@@ -53,7 +53,6 @@ def main() -> None:
         write_simulated(path, N_CELLS, 2000, random_state=0)
     threaded, t_threads = run(path, ROOT / "threads.zarr")
     with Client(LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)):
-        t0 = time.perf_counter()
         cluster, t_cluster = run(path, ROOT / "cluster.zarr")
     a, b = threaded.uns["gbumap"], cluster.uns["gbumap"]
     out = {

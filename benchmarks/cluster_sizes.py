@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 
 N_CELLS = 10_000_000
 N_GENES = 2_000

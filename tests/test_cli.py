@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import anndata as ad
-import numpy as np
 import pytest
 
 from gbumap.cli import main

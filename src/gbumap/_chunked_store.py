@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from anndata import AnnData
 
 from ._dask import store_rows

@@ -102,22 +102,25 @@ class ModelView:
         ``labels`` are the rows' batch labels; ``x − b − L δ`` is what the
         contributions multiply (the corrected expression's offset from the baseline).
         """
-        est = self.estimator
         if labels is None:
             return None
+        return self.estimator.feature_shift(self.projection_and_shift(block, labels)[1])
+
+    def projection_and_shift(self, block: Matrix, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows' projected offset ``z`` and their batch shift ``δ`` (float64; ``labels``: the rows' batches)."""
+        est = self.estimator
         z = est._offset_projection(block, slice(None))
-        return est.feature_shift(est.input_shift(z, est.correction_.codes(labels)))
+        return z, est.input_shift(z, est.correction_.codes(labels))
 
     def input_offsets(self, block: Matrix, labels: np.ndarray | None) -> np.ndarray:
         """The rows' encoder input before scaling, ``z − δ`` (float64): projected offset minus batch shift.
 
         ``labels`` are the rows' batch labels (``None`` for a model without correction).
         """
-        est = self.estimator
-        z = est._offset_projection(block, slice(None))
         if labels is None:
-            return z
-        return z - est.input_shift(z, est.correction_.codes(labels))
+            return self.estimator._offset_projection(block, slice(None))
+        z, shift = self.projection_and_shift(block, labels)
+        return z - shift
 
     def feature_indices(self, genes: str | Sequence[str] | None) -> np.ndarray | None:
         """Positions of ``genes`` among the model's features (``None`` for all); unknown names raise."""

@@ -778,7 +778,6 @@ def _simulate_block(
     ``batch_rng`` draws each cell's batch; it is needed (and used) only with
     batches, and then changes nothing ``rng`` draws.
     """
-    n_genes = design.theta.size
     # Per-cell draws first, in a fixed order, then the count matrix.
     cell_type = np.searchsorted(design.type_cdf, rng.random(n), side="right")
     cell_type = np.minimum(cell_type, design.type_cdf.size - 1).astype(np.int16)

@@ -55,8 +55,7 @@ def batch_correction(adata: AnnData, key: str = "gbumap", *, batch_size: int = 4
     input_shift = np.empty(n)
     relative = np.empty(n)
     for rows, block, jac, _ in view.jacobian_batches(adata, np.arange(n), batch_size, None):
-        z = est._offset_projection(block, slice(None))
-        delta = est.input_shift(z, est.correction_.codes(labels[rows]))
+        z, delta = view.projection_and_shift(block, labels[rows])
         map_shift[rows] = -np.einsum("ndk,nk->nd", jac.astype(np.float64), delta) / est.homogeneity_degree_
         input_shift[rows] = np.linalg.norm(delta, axis=1)
         norms = np.linalg.norm(z, axis=1)

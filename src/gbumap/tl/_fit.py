@@ -6,7 +6,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 from anndata import AnnData
 
 from .._anndata_input import choose_input, guard_model_key, obs_batches

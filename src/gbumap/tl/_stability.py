@@ -6,6 +6,7 @@ import copy as copy_module
 import time
 import warnings
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -16,6 +17,8 @@ from .._registry import encode_record, encode_weights
 from .._dask import gather_rows, is_dask_array
 from .._validation import as_matrix
 from .._view import ModelView, model_view
+if TYPE_CHECKING:  # pragma: no cover - annotations only; the estimator imports torch
+    from .._estimator import GlassBoxUMAP
 from ._rank import SmallGroupWarning, _recarray, check_groupby, rank_features
 
 __all__ = ["stability", "procrustes_align", "load_run_weights"]
