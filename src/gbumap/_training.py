@@ -62,6 +62,8 @@ class TrainingConfig:
     engine: str = "torch"
     precision: str = "full"
     rank: int = 0  # process rank under DDP: edges are sampled with seed random_state + rank
+    # every step embeds all cells and draws batch_size edges among them (small graphs; see training_schedule)
+    full_batch: bool = False
 
 
 @dataclass
@@ -179,6 +181,16 @@ def _umap_step_loss(
     return attraction + repulsion_strength * negative_sample_rate * repulsion
 
 
+def _embed_step(model: nn.Module, rows: torch.Tensor, device: torch.device, mixed: bool) -> torch.Tensor:
+    """The layout of ``rows``; with ``mixed``, bf16 matrix products and a float32 result."""
+    if not mixed:
+        return model(rows)
+    # bf16 matrix products, float32 weights, loss and optimizer state
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        emb = model(rows)
+    return emb.float()
+
+
 def _plain_backward(loss: torch.Tensor) -> None:
     loss.backward()
 
@@ -242,6 +254,7 @@ def train_encoder(
         model, backward = _lightning_setup(encoder, device, Z.dtype, fabric)
     several = fabric is not None and fabric.world_size > 1
     B = int(config.batch_size)
+    n_cells = int(Z.shape[0])
     nsr = int(config.negative_sample_rate)
     mixed = config.precision == "bf16-mixed"
     log_a = math.log(config.a)
@@ -260,16 +273,15 @@ def train_encoder(
             cells = sample_edge_cells(heads, tails, cdf, B, gen)
             if step == 0:
                 first_cells = cells
-            if mixed:
-                # bf16 matrix products, float32 weights, loss and optimizer state
-                with torch.autocast(device.type, dtype=torch.bfloat16):
-                    emb = model(Z[cells])
-                emb = emb.float()
-            else:
-                emb = model(Z[cells])
-            neg_idx = sample_negatives(2 * B, B * nsr, gen)
+            emb = _embed_step(model, Z if config.full_batch else Z[cells], device, mixed)
+            if config.full_batch:  # every cell embedded: edges index the whole layout, negatives any cell
+                neg_idx = sample_negatives(n_cells, B * nsr, gen)
+                head_emb, tail_emb = emb[cells[:B]], emb[cells[B:]]
+            else:  # the step's 2B cells: heads, then tails; negatives among them
+                neg_idx = sample_negatives(2 * B, B * nsr, gen)
+                head_emb, tail_emb = emb[:B], emb[B : 2 * B]
             loss = _umap_step_loss(
-                emb[:B], emb[B : 2 * B], emb, neg_idx, log_a, config.b, nsr, config.repulsion_strength
+                head_emb, tail_emb, emb, neg_idx, log_a, config.b, nsr, config.repulsion_strength
             )
             optimizer.zero_grad()
             backward(loss)
