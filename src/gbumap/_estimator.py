@@ -15,20 +15,20 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._batch_correction import CORRECTION_METHODS, BatchCorrection, batch_labels, fit_correction, lift_matrix
+from ._batch_correction import BatchCorrection, batch_labels, fit_correction, lift_matrix
 from ._attribution import Reduction, contributions_from_jacobian, reconstruction_gap, reduce_contributions
 from ._encoder import BilinearEncoder, HomogeneousMLP, check_homogeneous, encoder_jacobian
 from ._dask import (
     column_stats, compute, fixed_row_blocks, gather_rows, is_dask_array, map_row_chunks, row_chunked,
     threads_for_in_memory,
 )
+from ._params import PARAMS
 from ._progress import progress_bar
 from ._validation import Matrix, as_matrix
 
 __all__ = ["GlassBoxUMAP"]
 
 _TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_INPUT_NORMS = ("soft", "l2", "none")
 
 
 def _row_batches(n: int, batch_size: int) -> Iterator[slice]:
@@ -301,17 +301,13 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ checks
     def _check_params(self, n_cells: int | None = None) -> None:
-        """Raise a clear error for an invalid parameter (or too few cells for ``n_neighbors``)."""
-        def positive_int(name: str, value: Any, minimum: int = 1) -> None:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
+        """Raise a clear error for an invalid parameter (or too few cells for ``n_neighbors``).
 
-        positive_int("n_neighbors", self.n_neighbors, 2)
-        positive_int("n_components", self.n_components, 1)
-        positive_int("negative_sample_rate", self.negative_sample_rate, 0)
-        positive_int("batch_size", self.batch_size, 1)
-        positive_int("homogeneity_degree", self.homogeneity_degree, 1)
-        positive_int("devices", self.devices, 1)
+        Each parameter is checked against its row of :data:`gbumap._params.PARAMS`;
+        the rules that tie several parameters together follow.
+        """
+        for param in PARAMS:
+            param.check(getattr(self, param.name))
         if self.devices > 1 and str(self.accelerator).lower() == "mps":
             raise ValueError(
                 f"devices={self.devices} is not supported with accelerator='mps' (no multi-process backend); "
@@ -321,43 +317,6 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"checkpoint_path is not supported with devices={self.devices}; "
                 "use devices=1 to write a checkpoint, or checkpoint_path=None."
-            )
-        if self.n_steps is not None:
-            positive_int("n_steps", self.n_steps, 1)
-        if self.pca_components is not None:
-            positive_int("pca_components", self.pca_components, 1)
-        for name in ("min_dist", "repulsion_strength"):
-            value = getattr(self, name)
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
-        for name in ("spread", "learning_rate", "input_norm_scale"):
-            value = getattr(self, name)
-            if not np.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a finite number > 0; got {value!r}.")
-        if self.baseline not in ("mean", "zero"):
-            raise ValueError(f"baseline must be 'mean' or 'zero'; got {self.baseline!r}.")
-        if self.input_norm not in _INPUT_NORMS:
-            raise ValueError(f"input_norm must be one of {_INPUT_NORMS}; got {self.input_norm!r}.")
-        if self.engine not in ("auto", "torch", "lightning"):
-            raise ValueError(f"engine must be 'auto', 'torch' or 'lightning'; got {self.engine!r}.")
-        if self.training_precision not in ("auto", "full", "bf16-mixed"):
-            raise ValueError(
-                f"training_precision must be 'auto', 'full' or 'bf16-mixed'; got {self.training_precision!r}."
-            )
-        if self.batch_correction not in CORRECTION_METHODS:
-            raise ValueError(f"batch_correction must be one of {CORRECTION_METHODS}; got {self.batch_correction!r}.")
-        if self.dtype not in _TORCH_DTYPES:
-            raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}.")
-        if self.checkpoint_path is not None and not isinstance(self.checkpoint_path, (str, os.PathLike)):
-            raise TypeError(
-                f"checkpoint_path must be a file path (str or os.PathLike) or None; got {type(self.checkpoint_path).__name__}."
-            )
-        if isinstance(self.encoder, str):
-            if self.encoder != "bilinear":
-                raise ValueError(f"encoder must be None, 'bilinear' or a torch.nn.Module; got {self.encoder!r}.")
-        elif self.encoder is not None and not isinstance(self.encoder, nn.Module):
-            raise TypeError(
-                f"encoder must be None, 'bilinear' or a torch.nn.Module; got {type(self.encoder).__name__}."
             )
         if n_cells is not None and n_cells < self.n_neighbors + 1:
             raise ValueError(

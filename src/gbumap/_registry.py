@@ -12,6 +12,10 @@ Everything is stored as NumPy numeric arrays, Python scalars and strings, so
 unpickles or executes anything from the file. Decoding validates every field
 (type, dtype, shape) before building the model.
 
+The estimator's parameters (``params``) are written, read and migrated from
+the parameter table of :mod:`gbumap._params`: its kind says how each is
+stored, and ``added``/``older`` what a file of an older format means.
+
 Format versions (``uns[key]["format_version"]``):
 
 * **3** (gbumap 0.3): adds the optional ``batch_correction`` mapping (the
@@ -39,13 +43,14 @@ Format versions (``uns[key]["format_version"]``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._anndata_input import InputSpec
+from ._params import added_in, registry_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._estimator import GlassBoxUMAP
@@ -65,56 +70,33 @@ __all__ = [
 
 FORMAT_VERSION = 3
 
-_SCALAR_PARAMS = {
-    "n_neighbors": int,
-    "n_components": int,
-    "metric": str,
-    "min_dist": float,
-    "spread": float,
-    "negative_sample_rate": int,
-    "repulsion_strength": float,
-    "baseline": str,
-    "input_norm": str,
-    "input_norm_scale": float,
-    "activation": str,
-    "homogeneity_degree": int,
-    "learning_rate": float,
-    "batch_size": int,
-    "early_stopping": bool,
-    "accelerator": str,
-    "engine": str,
-    "dtype": str,
-    "training_precision": str,
-    "batch_correction": str,
-}
-# stored when not None; a record without one decodes to the constructor's default
-# (None, or 1 for ``devices``, which files written before it existed lack)
-_OPTIONAL_INT_PARAMS = ("pca_components", "n_steps", "random_state", "devices")
+
+def _with_added_params(reg: Mapping, version: int) -> dict:
+    """``reg`` as format ``version``: the parameters that format added, where missing, set to what older models did.
+
+    The values come from the parameter table (:func:`gbumap._params.added_in`).
+    """
+    out = dict(reg)
+    if isinstance(reg.get("params"), Mapping):
+        params = dict(reg["params"])
+        for name, value in added_in(version).items():
+            params.setdefault(name, value)
+        out["params"] = params
+    out["format_version"] = version
+    return out
 
 
 def _migrate_from_1(reg: Mapping) -> dict:
     """A format-1 registry as format 2: the fields format 2 added, set to what format-1 models did."""
-    out = dict(reg)
-    params = dict(reg.get("params", {})) if isinstance(reg.get("params"), Mapping) else reg.get("params")
-    if isinstance(params, dict):
-        # "engine" was added while format 1 was current: the earliest files lack it too
-        for name, value in {"engine": "auto", "input_norm": "none", "input_norm_scale": 0.5,
-                            "training_precision": "full"}.items():
-            params.setdefault(name, value)
-        out["params"] = params
+    out = _with_added_params(reg, 2)
     if isinstance(reg.get("training"), Mapping):
         out["training"] = {"precision": "full", "engine": "torch", **dict(reg["training"])}
-    out["format_version"] = 2
     return out
 
 
 def _migrate_from_2(reg: Mapping) -> dict:
     """A format-2 registry as format 3: no batch correction (the parameter at its default)."""
-    out = dict(reg)
-    if isinstance(reg.get("params"), Mapping):
-        out["params"] = {"batch_correction": "harmony", **dict(reg["params"])}
-    out["format_version"] = 3
-    return out
+    return _with_added_params(reg, 3)
 
 
 _MIGRATIONS = {1: _migrate_from_1, 2: _migrate_from_2}
@@ -205,6 +187,23 @@ def _field(reg: Mapping, name: str, where: str = "") -> Any:
     return reg[name]
 
 
+# How the registry writes and reads a parameter of each kind of the parameter table.
+_ENCODE: dict[str, Callable[[Any], Any]] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": bool,
+    "ints": lambda value: np.asarray(list(value), dtype=np.int64),
+}
+_DECODE: dict[str, Callable[[Any, str], Any]] = {
+    "int": _as_int,
+    "float": _as_float,
+    "str": _as_str,
+    "bool": lambda value, name: bool(_numeric(value, name, ndim=0)),
+    "ints": lambda value, name: tuple(int(h) for h in _numeric(value, name, ndim=1)),
+}
+
+
 def encode_weights(module) -> dict:
     """A module's ``state_dict`` as plain arrays, keyed without dots (``linears.0.weight`` → ``linears__0__weight``)."""
     return {k.replace(".", "__"): v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
@@ -216,15 +215,10 @@ def encode_model(model) -> dict:
     from ._encoder import BilinearEncoder, HomogeneousMLP
 
     params: dict[str, Any] = {}
-    for name, kind in _SCALAR_PARAMS.items():
-        params[name] = kind(getattr(model, name)) if name != "homogeneity_degree" else int(model.homogeneity_degree_)
-    for name in _OPTIONAL_INT_PARAMS:
-        value = getattr(model, name)
-        if name == "n_steps":
-            value = model.training_info_["n_steps"]
+    for param in registry_params():
+        value = getattr(model, param.name) if param.fitted is None else param.fitted(model)
         if value is not None:
-            params[name] = int(value)
-    params["hidden_layers"] = np.asarray(list(model.hidden_layers), dtype=np.int64)
+            params[param.name] = _ENCODE[param.kind](value)
     encoder = model.encoder_
     if isinstance(encoder, HomogeneousMLP):
         enc: dict[str, Any] = {
@@ -307,20 +301,9 @@ def decode_model(reg: Mapping, encoder=None):
     if not isinstance(raw_params, Mapping):
         raise RegistryError("Registry field 'params' must be a mapping.")
     params: dict[str, Any] = {}
-    for name, kind in _SCALAR_PARAMS.items():
-        value = _field(raw_params, name, "params/")
-        if kind is str:
-            params[name] = _as_str(value, name)
-        elif kind is int:
-            params[name] = _as_int(value, name)
-        elif kind is bool:
-            params[name] = bool(_numeric(value, name, ndim=0))
-        else:
-            params[name] = _as_float(value, name)
-    for name in _OPTIONAL_INT_PARAMS:
-        if name in raw_params:
-            params[name] = _as_int(raw_params[name], name)
-    params["hidden_layers"] = tuple(int(h) for h in _numeric(_field(raw_params, "hidden_layers", "params/"), "hidden_layers", ndim=1))
+    for param in registry_params():  # a parameter the file lacks and need not hold reads as the default
+        if param.required or param.name in raw_params:
+            params[param.name] = _DECODE[param.kind](_field(raw_params, param.name, "params/"), param.name)
 
     n_features = _as_int(_field(reg, "n_features"), "n_features")
     proj = _field(reg, "projection")
