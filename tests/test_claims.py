@@ -102,8 +102,8 @@ def test_degree_k_rule_is_jacobian_times_input_over_k(wine_std, input_norm):
     X = X.astype(np.float64)
     model = GlassBoxUMAP(encoder=Bilinear(13), homogeneity_degree=2, input_norm=input_norm, n_steps=30,
                          batch_size=256, dtype="float64", random_state=0).fit(X)
-    zhat = torch.from_numpy(model._encoder_inputs(X))
-    divisor = model._input_divisor(X - model.baseline_)
+    zhat = torch.from_numpy(model.encode(X))
+    divisor = model.input_divisor(X - model.baseline_)
     jac = torch.autograd.functional.jacobian(lambda u: model.encoder_(u).sum(0), zhat).permute(1, 0, 2).numpy()
     expected = jac / divisor[:, :, None] * (X - model.baseline_)[:, None, :] / 2  # C = J ⊙ x / k
     contrib = model.compute_contributions(X)

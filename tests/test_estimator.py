@@ -128,6 +128,56 @@ def test_errors_before_fit_and_on_wrong_features(wine_std):
         GlassBoxUMAP().fit(X[:10])
 
 
+def test_the_model_step_by_step_is_transform_and_its_jacobian(wine_std):
+    """encode → apply_encoder is transform; scaled_input is encode's scaling; jacobian_at is the encoder's J."""
+    X, _ = wine_std
+    model = GlassBoxUMAP(n_steps=20, batch_size=256, random_state=0).fit(X)
+    u = model.encode(X)
+    emb = model.apply_encoder(u)
+    np.testing.assert_array_equal(emb, model.transform(X))
+    z = X.astype(np.float64) - model.baseline_  # no PCA: the offset from the baseline itself
+    u_again, s = model.scaled_input(z)
+    np.testing.assert_array_equal(u_again, u)
+    np.testing.assert_array_equal(s, model.input_divisor(z))
+    np.testing.assert_allclose(model.input_divisor_from_norm2((z**2).sum(axis=1, keepdims=True)), s, rtol=1e-12)
+    assert s.shape == (len(X), 1) and not np.allclose(s, 1.0)  # "soft" scaling: a real per-cell divisor
+    jac = model.jacobian_at(u)
+    assert jac.shape == (len(X), 2, X.shape[1]) and jac.dtype == np.float32
+    euler = np.einsum("ndk,nk->nd", jac.astype(np.float64), u.astype(np.float64))
+    np.testing.assert_allclose(euler, emb, rtol=0, atol=1e-5 * np.abs(emb).max())  # J(u)·u = f(u)
+    np.testing.assert_array_equal(model.input_jacobian(X), jac / s[:, :, None].astype(np.float32))
+
+
+def test_fit_shares_a_given_projection_and_trains_only_the_encoder(wine_std):
+    X, _ = wine_std
+    params = dict(n_steps=20, batch_size=256, pca_components=5)
+    ref = GlassBoxUMAP(**params, random_state=0).fit(X)
+    half = X[::2]
+    run = GlassBoxUMAP(**params, random_state=1).fit(half, projection=ref)
+    own = GlassBoxUMAP(**params, random_state=1).fit(half)
+    np.testing.assert_array_equal(run.baseline_, ref.baseline_)  # not the subset's mean
+    assert not np.array_equal(own.baseline_, ref.baseline_)
+    np.testing.assert_array_equal(run.components_, ref.components_)
+    assert run.input_norm_offset_ == ref.input_norm_offset_ != own.input_norm_offset_
+    assert run.correction_ is None and not np.array_equal(run.embedding_, ref.transform(half))
+    np.testing.assert_allclose(run.transform(half), run.embedding_, rtol=0, atol=1e-5 * np.abs(run.embedding_).max())
+    graph = GlassBoxUMAP(**params, random_state=1).neighbor_graph(half, projection=ref)
+    assert graph.shape == (len(half), len(half)) and abs(graph - run.graph_).max() == 0
+    builder = GlassBoxUMAP(**params, random_state=1)
+    by_loadings = builder.neighbor_graph(half, components=ref.components_)
+    assert not hasattr(builder, "components_")  # the estimator itself is left unfitted
+    np.testing.assert_array_equal(
+        by_loadings.toarray(),
+        GlassBoxUMAP(**params, random_state=1).fit(half, components=ref.components_).graph_.toarray(),
+    )
+    with pytest.raises(ValueError, match="not both"):
+        GlassBoxUMAP(**params).fit(half, projection=ref, components=ref.components_)
+    with pytest.raises(ValueError, match="13"):
+        GlassBoxUMAP(**params).fit(half[:, :5], projection=ref)
+    with pytest.raises(TypeError, match="projection must be a fitted GlassBoxUMAP"):
+        GlassBoxUMAP(**params).fit(half, projection=ref.components_)
+
+
 def test_lightning_engine_gives_the_same_model(wine_std):
     """Lightning Fabric drives the same loop: identical result to plain PyTorch on the CPU."""
     X, _ = wine_std

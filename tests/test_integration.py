@@ -181,6 +181,23 @@ def test_estimator_round_trip_with_batches(sim):
         gbumap.GlassBoxUMAP(n_steps=20).fit(X[:200].toarray()).transform(X[:5].toarray(), batches=["B0"] * 5)
 
 
+def test_fit_with_the_projection_of_an_integrated_model_applies_its_correction(sim):
+    X, batches = sim.X, sim.obs["batch"].to_numpy()
+    ref = gbumap.GlassBoxUMAP(pca_components=20, n_steps=60, random_state=0).fit(X, batches=batches)
+    cells = np.arange(0, X.shape[0], 3)
+    run = gbumap.GlassBoxUMAP(pca_components=20, n_steps=60, random_state=1).fit(
+        X[cells], projection=ref, batches=batches[cells]
+    )
+    assert run.correction_ is ref.correction_ and list(run.batch_categories_) == ["B0", "B1", "B2"]
+    emb = run.transform(X[cells], batches=batches[cells])
+    np.testing.assert_allclose(emb, run.embedding_, rtol=0, atol=1e-5 * np.abs(emb).max())
+    assert run.reconstruction_error(X[cells], batches=batches[cells])["max_rel"] < 1e-5
+    with pytest.raises(ValueError, match="pass batches="):
+        gbumap.GlassBoxUMAP(n_steps=5).fit(X[cells], projection=ref)
+    with pytest.raises(ValueError, match="no offsets for"):
+        gbumap.GlassBoxUMAP(n_steps=5).fit(X[:30], projection=ref, batches=["new"] * 30)
+
+
 # ---------------------------------------------------------------- a new sample onto the map
 def test_a_new_batch_is_mapped_with_exact_contributions(sim):
     reference = sim[sim.obs["batch"] != "B2"].copy()

@@ -74,7 +74,7 @@ def test_module_terms_sum_exactly_to_each_axis_and_loadings_are_folded_back(bili
         assert result["reconstruction_gap"][axis] < 1e-10
     model = gbumap.get.model(bilinear)
     forms = model.encoder_.quadratic_forms().detach().double().numpy()
-    inputs = model._encoder_inputs(bilinear.X).astype(np.float64)
+    inputs = model.encode(bilinear.X).astype(np.float64)
     emb = bilinear.obsm["X_gbumap"].astype(np.float64)
     # independent: the eigen-decomposition of Q_1 rebuilds axis 1 of the stored embedding (float32 model)
     values, vectors = np.linalg.eigh(forms[0])
@@ -93,7 +93,7 @@ def test_module_terms_sum_exactly_to_each_axis_and_loadings_are_folded_back(bili
         np.testing.assert_allclose(gene_matrix @ v, value * v, atol=1e-6 * abs(values).max())
     # cell terms: λ (v·u)², via the genes: a = Pᵀv·(x − b)/s
     x = bilinear.X.toarray() if hasattr(bilinear.X, "toarray") else np.asarray(bilinear.X)
-    divisor = model._input_divisor((x - model.baseline_) @ P.T)
+    divisor = model.input_divisor((x - model.baseline_) @ P.T)
     activity = ((x - model.baseline_) @ loadings.iloc[:, 0].to_numpy()) / divisor[:, 0]
     np.testing.assert_allclose(
         bilinear.obsm["modules_gbumap_axis_1"][:, 0], result["axis_1"]["eigenvalues"][0] * activity**2, rtol=1e-3, atol=1e-4
@@ -106,7 +106,7 @@ def test_l2_view_is_rotation_free_and_its_scores_square_to_the_jacobian_norm(bil
     gbumap.tl.interaction_modules(bilinear, 50)
     model = gbumap.get.model(bilinear)
     forms = model.encoder_.quadratic_forms().detach().double().numpy()
-    inputs = model._encoder_inputs(bilinear.X).astype(np.float64)
+    inputs = model.encode(bilinear.X).astype(np.float64)
     scores = bilinear.obsm["modules_gbumap_l2"].astype(np.float64)
     expected = (np.einsum("dkl,nl->ndk", forms, inputs) ** 2).sum(axis=(1, 2))
     np.testing.assert_allclose((scores**2).sum(1), expected, rtol=1e-4)

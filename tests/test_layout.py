@@ -42,7 +42,7 @@ def test_encoder_sees_scaled_input_and_graph_sees_raw_input(mode):
     raw = GlassBoxUMAP(input_norm="none", **FAST).fit(X)
     # the neighbour graph describes the data, not the encoder's scaled view of it
     assert (scaled.graph_ != raw.graph_).nnz == 0
-    z = scaled._encoder_inputs(X).astype(np.float64)
+    z = scaled.encode(X).astype(np.float64)
     norms = np.linalg.norm(z, axis=1)
     offsets = np.linalg.norm(X - X.mean(0), axis=1)
     if mode == "l2":

@@ -77,3 +77,36 @@ def test_every_public_function_is_on_the_api_page():
     # deprecated aliases of get functions stay off the page
     missing = [name for name in missing if name not in ("pl.mean_contributions", "pl.top_feature_groups")]
     assert not missing, f"public functions missing from docs/api.md: {missing}"
+
+
+def test_tl_modules_export_what_they_define():
+    """Every top-level name a ``gbumap.tl`` module defines is in its ``__all__`` or private (a leading underscore).
+
+    ``__all__`` may also re-export a name the module imports.
+    """
+    import ast
+    import importlib
+
+    import gbumap.tl
+
+    problems = []
+    for path in sorted(Path(gbumap.tl.__file__).parent.glob("_*.py")):
+        if path.name == "__init__.py":
+            continue
+        defined, imported = set(), set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                imported.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+            elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+            elif isinstance(node, ast.Assign):
+                defined.update(t.id for t in node.targets if isinstance(t, ast.Name) and t.id != "__all__")
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                defined.add(node.target.id)
+        exported = set(importlib.import_module(f"gbumap.tl.{path.stem}").__all__)
+        public = {name for name in defined if not name.startswith("_")}
+        unbound = exported - defined - imported
+        if public - exported or unbound:
+            problems.append(f"{path.name}: not in __all__ {sorted(public - exported)}, "
+                            f"in __all__ but not defined or imported {sorted(unbound)}")
+    assert not problems, problems

@@ -15,20 +15,20 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._batch_correction import CORRECTION_METHODS, BatchCorrection, batch_labels, fit_correction, lift_matrix
+from ._batch_correction import BatchCorrection, batch_labels, fit_correction, lift_matrix
 from ._attribution import Reduction, contributions_from_jacobian, reconstruction_gap, reduce_contributions
 from ._encoder import BilinearEncoder, HomogeneousMLP, check_homogeneous, encoder_jacobian
 from ._dask import (
     column_stats, compute, fixed_row_blocks, gather_rows, is_dask_array, map_row_chunks, row_chunked,
     threads_for_in_memory,
 )
+from ._params import PARAMS
 from ._progress import progress_bar
 from ._validation import Matrix, as_matrix
 
 __all__ = ["GlassBoxUMAP"]
 
 _TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_INPUT_NORMS = ("soft", "l2", "none")
 
 
 def _row_batches(n: int, batch_size: int) -> Iterator[slice]:
@@ -301,17 +301,13 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ checks
     def _check_params(self, n_cells: int | None = None) -> None:
-        """Raise a clear error for an invalid parameter (or too few cells for ``n_neighbors``)."""
-        def positive_int(name: str, value: Any, minimum: int = 1) -> None:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
+        """Raise a clear error for an invalid parameter (or too few cells for ``n_neighbors``).
 
-        positive_int("n_neighbors", self.n_neighbors, 2)
-        positive_int("n_components", self.n_components, 1)
-        positive_int("negative_sample_rate", self.negative_sample_rate, 0)
-        positive_int("batch_size", self.batch_size, 1)
-        positive_int("homogeneity_degree", self.homogeneity_degree, 1)
-        positive_int("devices", self.devices, 1)
+        Each parameter is checked against its row of :data:`gbumap._params.PARAMS`;
+        the rules that tie several parameters together follow.
+        """
+        for param in PARAMS:
+            param.check(getattr(self, param.name))
         if self.devices > 1 and str(self.accelerator).lower() == "mps":
             raise ValueError(
                 f"devices={self.devices} is not supported with accelerator='mps' (no multi-process backend); "
@@ -321,43 +317,6 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"checkpoint_path is not supported with devices={self.devices}; "
                 "use devices=1 to write a checkpoint, or checkpoint_path=None."
-            )
-        if self.n_steps is not None:
-            positive_int("n_steps", self.n_steps, 1)
-        if self.pca_components is not None:
-            positive_int("pca_components", self.pca_components, 1)
-        for name in ("min_dist", "repulsion_strength"):
-            value = getattr(self, name)
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
-        for name in ("spread", "learning_rate", "input_norm_scale"):
-            value = getattr(self, name)
-            if not np.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a finite number > 0; got {value!r}.")
-        if self.baseline not in ("mean", "zero"):
-            raise ValueError(f"baseline must be 'mean' or 'zero'; got {self.baseline!r}.")
-        if self.input_norm not in _INPUT_NORMS:
-            raise ValueError(f"input_norm must be one of {_INPUT_NORMS}; got {self.input_norm!r}.")
-        if self.engine not in ("auto", "torch", "lightning"):
-            raise ValueError(f"engine must be 'auto', 'torch' or 'lightning'; got {self.engine!r}.")
-        if self.training_precision not in ("auto", "full", "bf16-mixed"):
-            raise ValueError(
-                f"training_precision must be 'auto', 'full' or 'bf16-mixed'; got {self.training_precision!r}."
-            )
-        if self.batch_correction not in CORRECTION_METHODS:
-            raise ValueError(f"batch_correction must be one of {CORRECTION_METHODS}; got {self.batch_correction!r}.")
-        if self.dtype not in _TORCH_DTYPES:
-            raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}.")
-        if self.checkpoint_path is not None and not isinstance(self.checkpoint_path, (str, os.PathLike)):
-            raise TypeError(
-                f"checkpoint_path must be a file path (str or os.PathLike) or None; got {type(self.checkpoint_path).__name__}."
-            )
-        if isinstance(self.encoder, str):
-            if self.encoder != "bilinear":
-                raise ValueError(f"encoder must be None, 'bilinear' or a torch.nn.Module; got {self.encoder!r}.")
-        elif self.encoder is not None and not isinstance(self.encoder, nn.Module):
-            raise TypeError(
-                f"encoder must be None, 'bilinear' or a torch.nn.Module; got {type(self.encoder).__name__}."
             )
         if n_cells is not None and n_cells < self.n_neighbors + 1:
             raise ValueError(
@@ -476,17 +435,66 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         proj = np.asarray(block @ self.components_.T, dtype=np.float64)
         return proj - self._baseline_projection
 
-    def _input_divisor(self, z: np.ndarray) -> np.ndarray:
-        """Per-cell divisor ``s`` of ``input_norm`` (1 for ``"none"``), shape ``(n, 1)``."""
-        return self._divisor_from_norm2(np.einsum("ij,ij->i", z, z)[:, None])
+    def input_divisor(self, z: np.ndarray) -> np.ndarray:
+        """The per-cell divisor ``s`` of ``input_norm`` for unscaled encoder inputs ``z``.
 
-    def _divisor_from_norm2(self, norm2: np.ndarray) -> np.ndarray:
-        """The divisor ``s`` from squared input norms ``|z|²`` of any shape (1 for ``"none"``)."""
+        Parameters
+        ----------
+        z
+            ``(n_cells, n_inputs)`` float64: each cell's offset from the
+            baseline projected on the loadings, minus its batch shift (see
+            :meth:`scaled_input`).
+
+        Returns
+        -------
+        ``(n_cells, 1)`` float64: ``sqrt(|z|² + c²)`` (``c = 0`` for ``"l2"``),
+        or 1 for ``input_norm="none"``.
+        """
+        return self.input_divisor_from_norm2(np.einsum("ij,ij->i", z, z)[:, None])
+
+    def input_divisor_from_norm2(self, norm2: np.ndarray) -> np.ndarray:
+        """The divisor ``s`` of :meth:`input_divisor` from squared input norms ``|z|²``.
+
+        Parameters
+        ----------
+        norm2
+            Squared norms ``|z|²`` of unscaled encoder inputs, any shape (e.g.
+            one per cell and edited gene, to price many edits at once).
+
+        Returns
+        -------
+        ``sqrt(|z|² + c²)`` of the same shape (1 for ``input_norm="none"``; 1
+        where the result would be 0, i.e. the baseline cell itself under ``"l2"``).
+        """
         if self.input_norm_offset_ is None:
             return np.ones_like(norm2)
         divisor = np.sqrt(np.maximum(norm2, 0.0) + self.input_norm_offset_**2)
         divisor[divisor == 0] = 1.0  # only the baseline cell itself under "l2": z = 0 either way
         return divisor
+
+    def scaled_input(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The encoder input ``u = z / s`` of unscaled inputs ``z``, and the divisor ``s``.
+
+        The steps of :meth:`transform` are ``z − δ`` (the cell's projected
+        offset from the baseline minus its batch shift, float64), then this
+        scaling, then :meth:`apply_encoder`; :meth:`encode` gives ``u`` from
+        ``X`` directly. Edit ``z`` in between to move cells through the model
+        (as :func:`gbumap.tl.perturb` does).
+
+        Parameters
+        ----------
+        z
+            ``(n_cells, n_inputs)`` float64 unscaled encoder inputs.
+
+        Returns
+        -------
+        u
+            ``(n_cells, n_inputs)`` in the model's dtype.
+        s
+            ``(n_cells, 1)`` float64, from :meth:`input_divisor`.
+        """
+        divisor = self.input_divisor(z)
+        return (z / divisor).astype(self.numpy_dtype), divisor
 
     def _corrected_projection(self, X: Matrix, rows: slice, codes: np.ndarray | None) -> np.ndarray:
         """``z − δ``: the rows' projected offset minus their batch shift (``z`` without correction)."""
@@ -504,8 +512,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         rows = rows if rows is not None else slice(0, X.shape[0])
         z = self._corrected_projection(X, rows, codes)
         self._check_projected(z, "X", "the projection on the model's loadings (transform, Jacobians, contributions)")
-        divisor = self._input_divisor(z)
-        return (z / divisor).astype(self.numpy_dtype), divisor
+        return self.scaled_input(z)
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -517,6 +524,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         knn: tuple[np.ndarray, np.ndarray] | None = None,
         components: np.ndarray | None = None,
         batches: Any = None,
+        projection: GlassBoxUMAP | None = None,
     ) -> GlassBoxUMAP:
         """Fit the encoder to ``X``.
 
@@ -549,6 +557,16 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             (``transform``, ``input_jacobian``, ``compute_contributions``,
             ``reconstruction_error``) takes the cells' labels too. Missing
             labels, a single batch and a batch of one cell raise a ``ValueError``.
+            With ``projection``, the labels of the cells, which must be
+            batches that model knows.
+        projection
+            A fitted :class:`GlassBoxUMAP` whose input side this fit shares
+            instead of fitting its own: its baseline, PCA loadings, input scale
+            ``c`` and batch correction (applied, not refitted; pass
+            ``batches``). Only the encoder is trained, on ``X``, which has that
+            model's features; e.g. other seeds or a subset of the cells that
+            must see exactly the reference's inputs (:func:`gbumap.tl.stability`).
+            Not together with ``components``.
 
         Returns
         -------
@@ -568,14 +586,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             device = check_devices(int(self.devices), device)  # before any work; per-rank GPU when launched
         seed = 0 if self.random_state is None else int(self.random_state)
 
-        t0 = time.perf_counter()
-        Z_raw = self._fit_projection(X, components, seed, timings)
-        timings["pca"] = time.perf_counter() - t0
-        self.correction_, self.batch_categories_ = None, None
-        if labels is not None:
-            t0 = time.perf_counter()
-            Z_raw = self._fit_correction(Z_raw, labels, seed)
-            timings["batch_correction"] = time.perf_counter() - t0
+        Z_raw = self._fit_inputs(X, components, projection, labels, seed, timings)
 
         t0 = time.perf_counter()
         self.graph_ = self._fit_graph(Z_raw, graph, knn, seed, timings)
@@ -610,12 +621,100 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             "strategy": result.extra["strategy"],
         }
         t0 = time.perf_counter()
-        self.embedding_ = self._embed(Z_np)
+        self.embedding_ = self.apply_encoder(Z_np)
         timings["embed"] = time.perf_counter() - t0
         self.timings_ = timings
         return self
 
+    def neighbor_graph(
+        self,
+        X: Any,
+        *,
+        components: np.ndarray | None = None,
+        projection: GlassBoxUMAP | None = None,
+        batches: Any = None,
+    ) -> sp.csr_matrix:
+        """The fuzzy neighbour graph that :meth:`fit` would train on, without training.
+
+        ``X`` is projected as ``fit`` projects it (``components``,
+        ``projection`` and ``batches`` as there) and its neighbours are
+        searched with this estimator's ``n_neighbors``, ``metric`` and
+        ``random_state``. The estimator itself is left unchanged, fitted or
+        not. Pass the result as ``fit(X, graph=...)`` to train several models
+        on one graph.
+
+        Returns
+        -------
+        ``(n_cells, n_cells)`` symmetric CSR matrix.
+        """
+        X = as_matrix(X, name="X", dtype=self.numpy_dtype)
+        builder = type(self)(**self.get_params(deep=False))
+        builder._check_params(X.shape[0])
+        labels = None if batches is None else batch_labels(batches, n_cells=X.shape[0])
+        seed = 0 if self.random_state is None else int(self.random_state)
+        Z_raw = builder._fit_inputs(X, components, projection, labels, seed, {})
+        return builder._fit_graph(Z_raw, None, None, seed)
+
     # ------------------------------------------------------------------ the steps of fit
+    def _fit_inputs(
+        self,
+        X: Matrix,
+        components: np.ndarray | None,
+        projection: GlassBoxUMAP | None,
+        labels: np.ndarray | None,
+        seed: int,
+        timings: dict[str, float],
+    ) -> np.ndarray:
+        """The input side of the model (fitted, or shared with ``projection``); returns ``z − δ`` of every cell.
+
+        ``timings`` receives ``pca`` (with its passes) and ``batch_correction``.
+        """
+        t0 = time.perf_counter()
+        if projection is not None:
+            Z_raw = self._shared_projection(X, components, projection, labels)
+            timings["pca"] = time.perf_counter() - t0
+            return Z_raw
+        Z_raw = self._fit_projection(X, components, seed, timings)
+        timings["pca"] = time.perf_counter() - t0
+        self.correction_, self.batch_categories_ = None, None
+        if labels is not None:
+            t0 = time.perf_counter()
+            Z_raw = self._fit_correction(Z_raw, labels, seed)
+            timings["batch_correction"] = time.perf_counter() - t0
+        return Z_raw
+
+    def _shared_projection(
+        self, X: Matrix, components: np.ndarray | None, model: GlassBoxUMAP, labels: np.ndarray | None
+    ) -> np.ndarray:
+        """Take ``model``'s baseline, loadings, input scale and batch correction; return ``z − δ`` of ``X``.
+
+        For a subset of cells, a projection fitted on them would have its own
+        mean and median norm: sharing ``model``'s keeps every run's inputs
+        exactly the reference's.
+        """
+        if components is not None:
+            raise ValueError("Pass components= or projection=, not both: projection= brings its own loadings.")
+        if not isinstance(model, GlassBoxUMAP):
+            raise TypeError(f"projection must be a fitted GlassBoxUMAP; got {type(model).__name__}.")
+        model._check_fitted()
+        if X.shape[1] != model.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features but the model passed as projection= was fitted on "
+                f"{model.n_features_in_}. Pass the same features in the same order."
+            )
+        codes = model._batch_codes(labels, X.shape[0])
+        self._set_projection(
+            X.shape[1], model.baseline_, model.components_, getattr(model, "explained_variance_", None),
+            input_norm_offset=model.input_norm_offset_,
+        )
+        self.correction_ = getattr(model, "correction_", None)
+        self.batch_categories_ = None if self.correction_ is None else self.correction_.categories
+        Z_raw = self._projected_rows(X)
+        if codes is None:
+            return Z_raw
+        Z64 = Z_raw.astype(np.float64)
+        return (Z64 - self.correction_.shifts(Z64, codes)).astype(Z_raw.dtype)
+
     def _fit_projection(
         self, X: Matrix, components: np.ndarray | None, seed: int, timings: dict[str, float] | None = None
     ) -> np.ndarray:
@@ -738,7 +837,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         out = Z_raw if Z_raw.dtype == self.numpy_dtype else np.empty(Z_raw.shape, dtype=self.numpy_dtype)
         for rows in _row_batches(Z_raw.shape[0], 65536):
             z = Z_raw[rows].astype(np.float64)
-            out[rows] = z / self._input_divisor(z)
+            out[rows] = z / self.input_divisor(z)
         return out
 
     def _fit_graph(
@@ -897,19 +996,68 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         return self.fit(X, y, **fit_params).embedding_
 
     # ------------------------------------------------------------------ inference
-    def _embed(self, Z_np: np.ndarray) -> np.ndarray:
-        out = np.empty((Z_np.shape[0], self.n_components), dtype=self.numpy_dtype)
+    def apply_encoder(self, u: np.ndarray) -> np.ndarray:
+        """The trained encoder's output ``f(u)``: the positions of encoder inputs ``u``.
+
+        Parameters
+        ----------
+        u
+            ``(n_cells, n_inputs)`` encoder inputs in the model's dtype, as
+            returned by :meth:`encode` or :meth:`scaled_input`; run in batches
+            of rows.
+
+        Returns
+        -------
+        ``(n_cells, n_components)`` in the model's dtype; ``transform(X)`` is
+        ``apply_encoder(encode(X))``.
+        """
+        out = np.empty((u.shape[0], self.n_components), dtype=self.numpy_dtype)
         device = self.device_
         with torch.no_grad():
-            for rows in _row_batches(Z_np.shape[0], self._inference_batch_size()):
-                out[rows] = self.encoder_(torch.from_numpy(Z_np[rows]).to(device)).cpu().numpy()
+            for rows in _row_batches(u.shape[0], self._inference_batch_size()):
+                out[rows] = self.encoder_(torch.from_numpy(u[rows]).to(device)).cpu().numpy()
         return out
 
+    def jacobian_at(self, u: np.ndarray) -> np.ndarray:
+        """The encoder's Jacobian ``J(u)`` at encoder inputs ``u`` (one forward pass, no autograd loop).
+
+        Unlike :meth:`input_jacobian`, which maps a cell's *unscaled* input to
+        its position (``J(u) / s``), this is the Jacobian of the encoder
+        itself, so ``J(u)·u = k·f(u)`` (Euler's identity, ``k`` the
+        homogeneity degree) and ``J(u)·(u' − u)`` is the first-order move of
+        an edited input ``u'``.
+
+        Parameters
+        ----------
+        u
+            ``(n_cells, n_inputs)`` encoder inputs in the model's dtype (one
+            batch of rows: the whole batch goes through the encoder at once).
+
+        Returns
+        -------
+        ``(n_cells, n_components, n_inputs)`` in the model's dtype.
+        """
+        jac = encoder_jacobian(self.encoder_, torch.from_numpy(np.ascontiguousarray(u)).to(self.device_))
+        return jac.cpu().numpy()
+
     def encode(self, X: Any, batches: Any = None) -> np.ndarray:
-        """The encoder's input for each cell: ``z̃ / s`` ``(n_cells, n_inputs)``, in the model's dtype.
+        """The encoder's input for each cell: ``u = z̃ / s``, in the model's dtype.
 
         ``z̃`` is the cell's offset from the baseline projected on the loadings,
-        minus its batch shift; ``s`` the per-cell divisor of ``input_norm``.
+        minus its batch shift; ``s`` the per-cell divisor of ``input_norm``
+        (:meth:`scaled_input`). :meth:`apply_encoder` maps ``u`` to the
+        cell's position and :meth:`jacobian_at` gives the encoder's Jacobian there.
+
+        Parameters
+        ----------
+        X
+            ``(n_cells, n_features)`` in memory, with the features used in ``fit``.
+        batches
+            The cells' batch labels, for a model fitted with ``batches``.
+
+        Returns
+        -------
+        ``(n_cells, n_inputs)`` array.
         """
         X = self._checked_input(X)
         codes = self._batch_codes(batches, X.shape[0])
@@ -917,10 +1065,6 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         for rows in _row_batches(X.shape[0], 65536):
             out[rows] = self._encoder_input(X, rows, codes)[0]
         return out
-
-    def _encoder_inputs(self, X: Matrix) -> np.ndarray:
-        """The encoder's input of every row of an in-memory ``X`` without batches (see :meth:`encode`)."""
-        return self.encode(X)
 
     def transform(self, X: Any, batches: Any = None) -> np.ndarray:
         """Embed new cells with the trained encoder.
@@ -948,7 +1092,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
     def _transform_rows(self, X: Matrix, codes: np.ndarray | None) -> np.ndarray:
         out = np.empty((X.shape[0], self.n_components), dtype=self.numpy_dtype)
         for rows in _row_batches(X.shape[0], self._inference_batch_size()):
-            out[rows] = self._embed(self._encoder_input(X, rows, codes)[0])
+            out[rows] = self.apply_encoder(self._encoder_input(X, rows, codes)[0])
         return out
 
     def input_jacobian(self, X: Any, batch_size: int | None = None, batches: Any = None) -> np.ndarray:
@@ -982,7 +1126,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
 
     def _scaled_jacobian(self, z: np.ndarray, divisor: np.ndarray) -> np.ndarray:
         """``J(z / s) / s``: the per-cell linear map from the unscaled input to the position."""
-        jac = encoder_jacobian(self.encoder_, torch.from_numpy(z).to(self.device_)).cpu().numpy()
+        jac = self.jacobian_at(z)
         if self.input_norm_offset_ is not None:
             jac /= divisor[:, :, None].astype(jac.dtype)
         return jac

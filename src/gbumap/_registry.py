@@ -12,6 +12,10 @@ Everything is stored as NumPy numeric arrays, Python scalars and strings, so
 unpickles or executes anything from the file. Decoding validates every field
 (type, dtype, shape) before building the model.
 
+The estimator's parameters (``params``) are written, read and migrated from
+the parameter table of :mod:`gbumap._params`: its kind says how each is
+stored, and ``added``/``older`` what a file of an older format means.
+
 Format versions (``uns[key]["format_version"]``):
 
 * **3** (gbumap 0.3): adds the optional ``batch_correction`` mapping (the
@@ -39,13 +43,14 @@ Format versions (``uns[key]["format_version"]``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._anndata_input import InputSpec
+from ._params import added_in, registry_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._estimator import GlassBoxUMAP
@@ -65,56 +70,33 @@ __all__ = [
 
 FORMAT_VERSION = 3
 
-_SCALAR_PARAMS = {
-    "n_neighbors": int,
-    "n_components": int,
-    "metric": str,
-    "min_dist": float,
-    "spread": float,
-    "negative_sample_rate": int,
-    "repulsion_strength": float,
-    "baseline": str,
-    "input_norm": str,
-    "input_norm_scale": float,
-    "activation": str,
-    "homogeneity_degree": int,
-    "learning_rate": float,
-    "batch_size": int,
-    "early_stopping": bool,
-    "accelerator": str,
-    "engine": str,
-    "dtype": str,
-    "training_precision": str,
-    "batch_correction": str,
-}
-# stored when not None; a record without one decodes to the constructor's default
-# (None, or 1 for ``devices``, which files written before it existed lack)
-_OPTIONAL_INT_PARAMS = ("pca_components", "n_steps", "random_state", "devices")
+
+def _with_added_params(reg: Mapping, version: int) -> dict:
+    """``reg`` as format ``version``: the parameters that format added, where missing, set to what older models did.
+
+    The values come from the parameter table (:func:`gbumap._params.added_in`).
+    """
+    out = dict(reg)
+    if isinstance(reg.get("params"), Mapping):
+        params = dict(reg["params"])
+        for name, value in added_in(version).items():
+            params.setdefault(name, value)
+        out["params"] = params
+    out["format_version"] = version
+    return out
 
 
 def _migrate_from_1(reg: Mapping) -> dict:
     """A format-1 registry as format 2: the fields format 2 added, set to what format-1 models did."""
-    out = dict(reg)
-    params = dict(reg.get("params", {})) if isinstance(reg.get("params"), Mapping) else reg.get("params")
-    if isinstance(params, dict):
-        # "engine" was added while format 1 was current: the earliest files lack it too
-        for name, value in {"engine": "auto", "input_norm": "none", "input_norm_scale": 0.5,
-                            "training_precision": "full"}.items():
-            params.setdefault(name, value)
-        out["params"] = params
+    out = _with_added_params(reg, 2)
     if isinstance(reg.get("training"), Mapping):
         out["training"] = {"precision": "full", "engine": "torch", **dict(reg["training"])}
-    out["format_version"] = 2
     return out
 
 
 def _migrate_from_2(reg: Mapping) -> dict:
     """A format-2 registry as format 3: no batch correction (the parameter at its default)."""
-    out = dict(reg)
-    if isinstance(reg.get("params"), Mapping):
-        out["params"] = {"batch_correction": "harmony", **dict(reg["params"])}
-    out["format_version"] = 3
-    return out
+    return _with_added_params(reg, 3)
 
 
 _MIGRATIONS = {1: _migrate_from_1, 2: _migrate_from_2}
@@ -205,6 +187,23 @@ def _field(reg: Mapping, name: str, where: str = "") -> Any:
     return reg[name]
 
 
+# How the registry writes and reads a parameter of each kind of the parameter table.
+_ENCODE: dict[str, Callable[[Any], Any]] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": bool,
+    "ints": lambda value: np.asarray(list(value), dtype=np.int64),
+}
+_DECODE: dict[str, Callable[[Any, str], Any]] = {
+    "int": _as_int,
+    "float": _as_float,
+    "str": _as_str,
+    "bool": lambda value, name: bool(_numeric(value, name, ndim=0)),
+    "ints": lambda value, name: tuple(int(h) for h in _numeric(value, name, ndim=1)),
+}
+
+
 def encode_weights(module) -> dict:
     """A module's ``state_dict`` as plain arrays, keyed without dots (``linears.0.weight`` → ``linears__0__weight``)."""
     return {k.replace(".", "__"): v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
@@ -216,15 +215,10 @@ def encode_model(model) -> dict:
     from ._encoder import BilinearEncoder, HomogeneousMLP
 
     params: dict[str, Any] = {}
-    for name, kind in _SCALAR_PARAMS.items():
-        params[name] = kind(getattr(model, name)) if name != "homogeneity_degree" else int(model.homogeneity_degree_)
-    for name in _OPTIONAL_INT_PARAMS:
-        value = getattr(model, name)
-        if name == "n_steps":
-            value = model.training_info_["n_steps"]
+    for param in registry_params():
+        value = getattr(model, param.name) if param.fitted is None else param.fitted(model)
         if value is not None:
-            params[name] = int(value)
-    params["hidden_layers"] = np.asarray(list(model.hidden_layers), dtype=np.int64)
+            params[param.name] = _ENCODE[param.kind](value)
     encoder = model.encoder_
     if isinstance(encoder, HomogeneousMLP):
         enc: dict[str, Any] = {
@@ -289,6 +283,10 @@ def _input_norm_offset(proj: Mapping, mode: str) -> float | None:
 def decode_model(reg: Mapping, encoder=None):
     """Rebuild a fitted :class:`~gbumap.GlassBoxUMAP` from a registry.
 
+    Every part is decoded and checked by its own reader (parameters,
+    projection, encoder architecture and weights, training record, batch
+    correction) before the model is built.
+
     Parameters
     ----------
     reg
@@ -297,43 +295,15 @@ def decode_model(reg: Mapping, encoder=None):
         For models trained with a custom encoder: a module of the same
         architecture, into which the stored weights are loaded.
     """
-    import torch
-
-    from ._encoder import BilinearEncoder, HomogeneousMLP
     from ._estimator import GlassBoxUMAP
 
     reg = _current(reg)
-    raw_params = _field(reg, "params")
-    if not isinstance(raw_params, Mapping):
-        raise RegistryError("Registry field 'params' must be a mapping.")
-    params: dict[str, Any] = {}
-    for name, kind in _SCALAR_PARAMS.items():
-        value = _field(raw_params, name, "params/")
-        if kind is str:
-            params[name] = _as_str(value, name)
-        elif kind is int:
-            params[name] = _as_int(value, name)
-        elif kind is bool:
-            params[name] = bool(_numeric(value, name, ndim=0))
-        else:
-            params[name] = _as_float(value, name)
-    for name in _OPTIONAL_INT_PARAMS:
-        if name in raw_params:
-            params[name] = _as_int(raw_params[name], name)
-    params["hidden_layers"] = tuple(int(h) for h in _numeric(_field(raw_params, "hidden_layers", "params/"), "hidden_layers", ndim=1))
-
+    params = _decode_params(reg)
     n_features = _as_int(_field(reg, "n_features"), "n_features")
     proj = _field(reg, "projection")
     if not isinstance(proj, Mapping):
         raise RegistryError("Registry field 'projection' must be a mapping.")
-    baseline = _numeric(_field(proj, "baseline", "projection/"), "baseline", shape=(n_features,)).astype(np.float64)
-    components = None
-    if "components" in proj:
-        components = _numeric(proj["components"], "components", ndim=2)
-        if components.shape[1] != n_features:
-            raise RegistryError(
-                f"Registry 'components' has {components.shape[1]} features but 'n_features' is {n_features}."
-            )
+    baseline, components = _decode_loadings(proj, n_features)
 
     enc = _field(reg, "encoder")
     if not isinstance(enc, Mapping):
@@ -347,89 +317,13 @@ def decode_model(reg: Mapping, encoder=None):
             f"Registry encoder maps {n_inputs} → {n_outputs} but the projection gives {expected_inputs} inputs "
             f"and n_components is {params['n_components']}."
         )
-    if kind == "homogeneous_mlp":
-        if encoder is not None:
-            raise ValueError("This model uses gbumap's own encoder; do not pass encoder=.")
-        hidden = tuple(int(h) for h in _numeric(_field(enc, "hidden", "encoder/"), "encoder/hidden", ndim=1))
-        activation = _as_str(_field(enc, "activation", "encoder/"), "encoder/activation")
-        if activation not in ("prelu", "leaky_relu", "relu"):
-            raise RegistryError(f"Unknown encoder activation {activation!r} in registry.")
-        # Check the architecture against the stored weights *before* allocating it, so that a
-        # crafted file cannot make us build a huge network (e.g. hidden=[10**9]).
-        widths = (n_inputs, *hidden, n_outputs)
-        raw_state = _field(enc, "state", "encoder/")
-        if not isinstance(raw_state, Mapping):
-            raise RegistryError("Registry field 'encoder/state' must be a mapping of arrays.")
-        n_stored = sum(int(_numeric(v, f"encoder/state/{k}").size) for k, v in raw_state.items())
-        n_needed = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
-        if min(widths) < 1 or n_needed > n_stored:
-            raise RegistryError(
-                f"Registry encoder widths {list(widths)} need {n_needed} weights but the file stores {n_stored}; "
-                "the file is damaged or was edited."
-            )
-        module = HomogeneousMLP(
-            n_inputs,
-            n_outputs,
-            hidden=hidden,
-            activation=activation,
-            negative_slope=_as_float(_field(enc, "negative_slope", "encoder/"), "encoder/negative_slope"),
-        )
-    elif kind == "bilinear":
-        if encoder is not None:
-            raise ValueError("This model uses gbumap's bilinear encoder; do not pass encoder=.")
-        rank = _as_int(_field(enc, "rank", "encoder/"), "encoder/rank")
-        raw_state = _field(enc, "state", "encoder/")
-        if not isinstance(raw_state, Mapping):
-            raise RegistryError("Registry field 'encoder/state' must be a mapping of arrays.")
-        n_stored = sum(int(_numeric(v, f"encoder/state/{k}").size) for k, v in raw_state.items())
-        n_needed = rank * (2 * n_inputs + n_outputs)
-        if rank < 1 or n_needed > n_stored:  # checked before allocating, as for the default encoder
-            raise RegistryError(
-                f"Registry bilinear encoder of rank {rank} needs {n_needed} weights but the file stores {n_stored}; "
-                "the file is damaged or was edited."
-            )
-        if params["homogeneity_degree"] != 2:
-            raise RegistryError(f"Registry bilinear encoder has degree {params['homogeneity_degree']}; it must be 2.")
-        module = BilinearEncoder(n_inputs, n_outputs, rank=rank)
-        encoder = "bilinear"
-    elif kind == "custom":
-        if encoder is None:
-            raise RegistryError(
-                "This model was trained with a custom encoder "
-                f"({enc.get('class_name', 'unknown')!s}); pass an untrained instance of it as encoder= "
-                "to load the stored weights (code is never read from the file)."
-            )
-        import copy
-
-        module = copy.deepcopy(encoder)
-    else:
-        raise RegistryError(f"Unknown encoder kind {kind!r} in registry.")
-    state = _field(enc, "state", "encoder/")
-    if not isinstance(state, Mapping):
-        raise RegistryError("Registry field 'encoder/state' must be a mapping of arrays.")
-    expected = module.state_dict()
-    tensors = {}
-    for name, ref in expected.items():
-        stored = name.replace(".", "__")
-        if stored not in state:
-            raise RegistryError(f"Registry encoder weights lack {name!r}; the file may be damaged.")
-        arr = _numeric(state[stored], f"encoder/state/{stored}", shape=tuple(ref.shape))
-        tensors[name] = torch.from_numpy(np.array(arr, dtype=np.float64)).to(ref.dtype)
-    extra = set(state.keys()) - {n.replace(".", "__") for n in expected}
-    if extra:
-        raise RegistryError(f"Registry encoder has unexpected weights: {', '.join(sorted(map(str, extra)))}.")
-
-    params["encoder"] = encoder
+    module, params["encoder"] = _encoder_module(enc, kind, n_inputs, n_outputs, params["homogeneity_degree"], encoder)
+    tensors = _stored_tensors(enc, module)
     try:
         GlassBoxUMAP(**params)._check_params()
     except (TypeError, ValueError) as err:
         raise RegistryError(f"Registry parameters are invalid: {err}") from err
-    dtype = torch.float64 if params["dtype"] == "float64" else torch.float32
-    module.load_state_dict(tensors)
-    module = module.to(dtype=dtype).eval()
-    for name, value in module.state_dict().items():
-        if not torch.equal(value, tensors[name].to(value.dtype)):
-            raise RegistryError(f"Weight {name!r} did not load exactly.")
+    module = _load_weights(module, tensors, params["dtype"])
     curve = _field(reg, "umap_curve")
     training = _field(reg, "training")
     correction = None
@@ -449,21 +343,138 @@ def decode_model(reg: Mapping, encoder=None):
         a=_as_float(_field(curve, "a", "umap_curve/"), "a"),
         b=_as_float(_field(curve, "b", "umap_curve/"), "b"),
         loss_history=_numeric(_field(training, "loss", "training/"), "training/loss", ndim=1).astype(np.float64),
-        training_info={
-            "n_steps": _as_int(_field(training, "n_steps", "training/"), "training/n_steps"),
-            "seconds": _as_float(_field(training, "seconds", "training/"), "training/seconds"),
-            "device": _as_str(_field(training, "device", "training/"), "training/device"),
-            "stopped_early": bool(_numeric(_field(training, "stopped_early", "training/"), "stopped_early", ndim=0)),
-            "precision": _as_str(_field(training, "precision", "training/"), "training/precision"),
-            "engine": _as_str(_field(training, "engine", "training/"), "training/engine"),
-            # absent from files written before multi-process training existed
-            "devices": _as_int(training["devices"], "training/devices") if "devices" in training else 1,
-            "strategy": (
-                _as_str(training["strategy"], "training/strategy") if "strategy" in training else "single_device"
-            ),
-        },
+        training_info=_decode_training(training),
         correction=correction,
     )
+
+
+def _decode_params(reg: Mapping) -> dict[str, Any]:
+    """The constructor parameters stored in ``params``, each read by its kind in the parameter table."""
+    raw_params = _field(reg, "params")
+    if not isinstance(raw_params, Mapping):
+        raise RegistryError("Registry field 'params' must be a mapping.")
+    params: dict[str, Any] = {}
+    for param in registry_params():  # a parameter the file lacks and need not hold reads as the default
+        if param.required or param.name in raw_params:
+            params[param.name] = _DECODE[param.kind](_field(raw_params, param.name, "params/"), param.name)
+    return params
+
+
+def _decode_loadings(proj: Mapping, n_features: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The baseline ``(n_features,)`` float64 and the PCA loadings ``(n_pcs, n_features)`` (or ``None``)."""
+    baseline = _numeric(_field(proj, "baseline", "projection/"), "baseline", shape=(n_features,)).astype(np.float64)
+    components = None
+    if "components" in proj:
+        components = _numeric(proj["components"], "components", ndim=2)
+        if components.shape[1] != n_features:
+            raise RegistryError(
+                f"Registry 'components' has {components.shape[1]} features but 'n_features' is {n_features}."
+            )
+    return baseline, components
+
+
+def _encoder_module(enc: Mapping, kind: str, n_inputs: int, n_outputs: int, degree: int, encoder):
+    """The untrained module the stored weights load into, and the estimator's ``encoder`` parameter.
+
+    gbumap's own encoders are built from the stored architecture after one
+    check that the file holds the weights it needs, *before* allocating, so
+    that a crafted file cannot make us build a huge network (e.g.
+    ``hidden=[10**9]``). A custom encoder is a copy of ``encoder``.
+    """
+    from ._encoder import BilinearEncoder, HomogeneousMLP
+
+    if kind == "custom":
+        if encoder is None:
+            raise RegistryError(
+                "This model was trained with a custom encoder "
+                f"({enc.get('class_name', 'unknown')!s}); pass an untrained instance of it as encoder= "
+                "to load the stored weights (code is never read from the file)."
+            )
+        import copy
+
+        return copy.deepcopy(encoder), encoder
+    if kind not in ("homogeneous_mlp", "bilinear"):
+        raise RegistryError(f"Unknown encoder kind {kind!r} in registry.")
+    if encoder is not None:
+        own = "own" if kind == "homogeneous_mlp" else "bilinear"
+        raise ValueError(f"This model uses gbumap's {own} encoder; do not pass encoder=.")
+    if kind == "homogeneous_mlp":
+        hidden = tuple(int(h) for h in _numeric(_field(enc, "hidden", "encoder/"), "encoder/hidden", ndim=1))
+        activation = _as_str(_field(enc, "activation", "encoder/"), "encoder/activation")
+        if activation not in ("prelu", "leaky_relu", "relu"):
+            raise RegistryError(f"Unknown encoder activation {activation!r} in registry.")
+        widths = (n_inputs, *hidden, n_outputs)
+        n_needed, sizes_valid = sum(a * b for a, b in zip(widths[:-1], widths[1:])), min(widths) >= 1
+        needs = f"encoder widths {list(widths)} need"
+    else:
+        rank = _as_int(_field(enc, "rank", "encoder/"), "encoder/rank")
+        n_needed, sizes_valid = rank * (2 * n_inputs + n_outputs), rank >= 1
+        needs = f"bilinear encoder of rank {rank} needs"
+    raw_state = _field(enc, "state", "encoder/")
+    if not isinstance(raw_state, Mapping):
+        raise RegistryError("Registry field 'encoder/state' must be a mapping of arrays.")
+    n_stored = sum(int(_numeric(v, f"encoder/state/{k}").size) for k, v in raw_state.items())
+    if not sizes_valid or n_needed > n_stored:
+        raise RegistryError(
+            f"Registry {needs} {n_needed} weights but the file stores {n_stored}; the file is damaged or was edited."
+        )
+    if kind == "homogeneous_mlp":
+        negative_slope = _as_float(_field(enc, "negative_slope", "encoder/"), "encoder/negative_slope")
+        return HomogeneousMLP(n_inputs, n_outputs, hidden=hidden, activation=activation,
+                              negative_slope=negative_slope), None
+    if degree != 2:
+        raise RegistryError(f"Registry bilinear encoder has degree {degree}; it must be 2.")
+    return BilinearEncoder(n_inputs, n_outputs, rank=rank), "bilinear"
+
+
+def _stored_tensors(enc: Mapping, module) -> dict:
+    """The stored weights as tensors, one per entry of ``module``'s ``state_dict`` (names and shapes checked)."""
+    import torch
+
+    state = _field(enc, "state", "encoder/")
+    if not isinstance(state, Mapping):
+        raise RegistryError("Registry field 'encoder/state' must be a mapping of arrays.")
+    expected = module.state_dict()
+    tensors = {}
+    for name, ref in expected.items():
+        stored = name.replace(".", "__")
+        if stored not in state:
+            raise RegistryError(f"Registry encoder weights lack {name!r}; the file may be damaged.")
+        arr = _numeric(state[stored], f"encoder/state/{stored}", shape=tuple(ref.shape))
+        tensors[name] = torch.from_numpy(np.array(arr, dtype=np.float64)).to(ref.dtype)
+    extra = set(state.keys()) - {n.replace(".", "__") for n in expected}
+    if extra:
+        raise RegistryError(f"Registry encoder has unexpected weights: {', '.join(sorted(map(str, extra)))}.")
+    return tensors
+
+
+def _load_weights(module, tensors: dict, dtype: str):
+    """``module`` with ``tensors`` loaded, in ``dtype``, in eval mode; every weight checked to load exactly."""
+    import torch
+
+    module.load_state_dict(tensors)
+    module = module.to(dtype=torch.float64 if dtype == "float64" else torch.float32).eval()
+    for name, value in module.state_dict().items():
+        if not torch.equal(value, tensors[name].to(value.dtype)):
+            raise RegistryError(f"Weight {name!r} did not load exactly.")
+    return module
+
+
+def _decode_training(training: Mapping) -> dict[str, Any]:
+    """The training record (``training_info_``), each field checked."""
+    return {
+        "n_steps": _as_int(_field(training, "n_steps", "training/"), "training/n_steps"),
+        "seconds": _as_float(_field(training, "seconds", "training/"), "training/seconds"),
+        "device": _as_str(_field(training, "device", "training/"), "training/device"),
+        "stopped_early": bool(_numeric(_field(training, "stopped_early", "training/"), "stopped_early", ndim=0)),
+        "precision": _as_str(_field(training, "precision", "training/"), "training/precision"),
+        "engine": _as_str(_field(training, "engine", "training/"), "training/engine"),
+        # absent from files written before multi-process training existed
+        "devices": _as_int(training["devices"], "training/devices") if "devices" in training else 1,
+        "strategy": (
+            _as_str(training["strategy"], "training/strategy") if "strategy" in training else "single_device"
+        ),
+    }
 
 
 def _decode_correction(raw: Any, n_inputs: int):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any
 
@@ -95,6 +95,7 @@ class _Batches:
     cols: list[np.ndarray]  # per batch: indices of the genes it shifts
     factor: list[np.ndarray]  # per batch: float32 exp(effect) of those genes
     depth: np.ndarray  # (n_batches,) float64 depth multiplier of each batch
+    effects: np.ndarray  # (n_batches, n_genes) float64 natural-log effect, 0 where a batch shifts nothing
 
 
 def simulate(
@@ -322,75 +323,207 @@ def simulate(
     >>> int(truth["L0_T0"].sum())  # 30 type + 40 lineage + 20 state genes
     90
     """
-    n_cells = _check_int(n_cells, "n_cells", 1)
-    n_genes = _check_int(n_genes, "n_genes", 1)
-    n_lineages = _check_int(n_lineages, "n_lineages", 1)
-    types_per_lineage = _check_int(types_per_lineage, "types_per_lineage", 1)
-    genes_per_type = _check_int(genes_per_type, "genes_per_type", 0)
-    genes_per_lineage = _check_int(genes_per_lineage, "genes_per_lineage", 0)
-    n_state_genes = _check_int(n_state_genes, "n_state_genes", 0)
-    n_housekeeping = _check_int(n_housekeeping, "n_housekeeping", 0)
-    n_noise = _check_int(n_noise, "n_noise", 0)
-    chunk_size = _check_int(chunk_size, "chunk_size", 1)
-    type_lfc = _check_float(type_lfc, "type_lfc", 0.0)
-    lineage_lfc = _check_float(lineage_lfc, "lineage_lfc", 0.0)
-    state_lfc = _check_float(state_lfc, "state_lfc", 0.0)
-    lfc_spread = _check_float(lfc_spread, "lfc_spread", 0.0)
-    if lfc_spread >= 1:
-        raise ValueError(f"lfc_spread must be in [0, 1); got {lfc_spread}.")
-    dispersion = _check_float(dispersion, "dispersion", 0.0, strict=True)
-    noise_dispersion = _check_float(noise_dispersion, "noise_dispersion", 0.0, strict=True)
-    depth_mean = _check_float(depth_mean, "depth_mean", 0.0, strict=True)
-    depth_sigma = _check_float(depth_sigma, "depth_sigma", 0.0)
-    trajectory_fraction = _check_float(trajectory_fraction, "trajectory_fraction", 0.0)
-    if trajectory_fraction >= 1:
-        raise ValueError(f"trajectory_fraction must be in [0, 1); got {trajectory_fraction}.")
-    n_progenitor_genes = _check_int(n_progenitor_genes, "n_progenitor_genes", 0)
-    with_trajectory = trajectory_fraction > 0
-    n_batches = _check_int(n_batches, "n_batches", 1)
-    batch_gene_fraction = _check_float(batch_gene_fraction, "batch_gene_fraction", 0.0)
-    if batch_gene_fraction > 1:
-        raise ValueError(f"batch_gene_fraction must be in [0, 1]; got {batch_gene_fraction}.")
-    batch_lfc = _check_float(batch_lfc, "batch_lfc", 0.0)
-    batch_depth_sigma = _check_float(batch_depth_sigma, "batch_depth_sigma", 0.0)
-    with_batches = n_batches > 1
-    n_jobs = _check_n_jobs(n_jobs)
+    args = _checked_args(
+        n_cells=n_cells, n_genes=n_genes, n_lineages=n_lineages, types_per_lineage=types_per_lineage,
+        genes_per_type=genes_per_type, genes_per_lineage=genes_per_lineage, n_state_genes=n_state_genes,
+        n_housekeeping=n_housekeeping, n_noise=n_noise, chunk_size=chunk_size, type_lfc=type_lfc,
+        lineage_lfc=lineage_lfc, state_lfc=state_lfc, lfc_spread=lfc_spread, dispersion=dispersion,
+        noise_dispersion=noise_dispersion, depth_mean=depth_mean, depth_sigma=depth_sigma,
+        trajectory_fraction=trajectory_fraction, n_progenitor_genes=n_progenitor_genes, n_batches=n_batches,
+        batch_gene_fraction=batch_gene_fraction, batch_lfc=batch_lfc, batch_depth_sigma=batch_depth_sigma,
+        n_jobs=n_jobs, random_state=random_state, first_cell=first_cell,
+    )
+    root = np.random.SeedSequence(args.random_state)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(root.entropy, spawn_key=(0,))))
+    genes = _gene_design(args, rng)
+    batches = _batch_design(args, root)
+    design = _Design(
+        type_means=genes.type_means.astype(np.float32),
+        theta=(1.0 / genes.phi).astype(np.float32),
+        state_cols=genes.state_cols,
+        state_lfc=[genes.lfc[c].astype(np.float32) for c in genes.state_cols],
+        type_cdf=np.cumsum(genes.proportions),
+        depth_sigma=args.depth_sigma,
+        trajectory=_trajectory_design(args, genes),
+        batches=batches,
+    )
+    counts, X, cells = _draw_cells(design, args, root)
+    gene_width = len(str(args.n_genes - 1))
+    gene_names = np.array([f"gene_{i:0{gene_width}d}" for i in range(args.n_genes)])
+    obs = _obs_table(args, genes, cells)
+    var = _var_table(args, genes, gene_names, batches)
+    uns = {"simulation": _simulation_record(args, genes, gene_names, batches)}
+    return ad.AnnData(X=X, obs=obs, var=var, uns=uns, layers={"counts": counts})
+
+
+# ---------------------------------------------------------------------------
+# the design: arguments, genes, trajectory and batches
+
+
+@dataclass(frozen=True)
+class _Args:
+    """The checked arguments of :func:`simulate` (``random_state`` drawn when it was ``None``)."""
+
+    n_cells: int
+    n_genes: int
+    n_lineages: int
+    types_per_lineage: int
+    genes_per_type: int
+    genes_per_lineage: int
+    n_state_genes: int
+    n_housekeeping: int
+    n_noise: int
+    chunk_size: int
+    type_lfc: float
+    lineage_lfc: float
+    state_lfc: float
+    lfc_spread: float
+    dispersion: float
+    noise_dispersion: float
+    depth_mean: float
+    depth_sigma: float
+    trajectory_fraction: float
+    n_progenitor_genes: int
+    n_batches: int
+    batch_gene_fraction: float
+    batch_lfc: float
+    batch_depth_sigma: float
+    n_jobs: int
+    random_state: int
+    first_cell: int
+
+    @property
+    def n_types(self) -> int:
+        return self.n_lineages * self.types_per_lineage
+
+    @property
+    def with_trajectory(self) -> bool:
+        return self.trajectory_fraction > 0
+
+    @property
+    def with_batches(self) -> bool:
+        return self.n_batches > 1
+
+    @property
+    def lineages(self) -> list[str]:
+        return [f"L{i}" for i in range(self.n_lineages)]
+
+    @property
+    def cell_types(self) -> list[str]:
+        return [f"L{i}_T{j}" for i in range(self.n_lineages) for j in range(self.types_per_lineage)]
+
+    @property
+    def lineage_of_type(self) -> np.ndarray:
+        return np.repeat(np.arange(self.n_lineages), self.types_per_lineage)
+
+    @property
+    def fate_type(self) -> np.ndarray:
+        """The mature type of each trajectory fate: the first type of each lineage."""
+        return np.array([i * self.types_per_lineage for i in range(self.n_lineages)])
+
+
+def _checked_args(**kw: Any) -> _Args:
+    """Every argument of :func:`simulate` checked (type, range, the design fits in ``n_genes``)."""
+    out = dict(
+        n_cells=_check_int(kw["n_cells"], "n_cells", 1),
+        n_genes=_check_int(kw["n_genes"], "n_genes", 1),
+        n_lineages=_check_int(kw["n_lineages"], "n_lineages", 1),
+        types_per_lineage=_check_int(kw["types_per_lineage"], "types_per_lineage", 1),
+        genes_per_type=_check_int(kw["genes_per_type"], "genes_per_type", 0),
+        genes_per_lineage=_check_int(kw["genes_per_lineage"], "genes_per_lineage", 0),
+        n_state_genes=_check_int(kw["n_state_genes"], "n_state_genes", 0),
+        n_housekeeping=_check_int(kw["n_housekeeping"], "n_housekeeping", 0),
+        n_noise=_check_int(kw["n_noise"], "n_noise", 0),
+        chunk_size=_check_int(kw["chunk_size"], "chunk_size", 1),
+        type_lfc=_check_float(kw["type_lfc"], "type_lfc", 0.0),
+        lineage_lfc=_check_float(kw["lineage_lfc"], "lineage_lfc", 0.0),
+        state_lfc=_check_float(kw["state_lfc"], "state_lfc", 0.0),
+        lfc_spread=_check_float(kw["lfc_spread"], "lfc_spread", 0.0),
+    )
+    if out["lfc_spread"] >= 1:
+        raise ValueError(f"lfc_spread must be in [0, 1); got {out['lfc_spread']}.")
+    out.update(
+        dispersion=_check_float(kw["dispersion"], "dispersion", 0.0, strict=True),
+        noise_dispersion=_check_float(kw["noise_dispersion"], "noise_dispersion", 0.0, strict=True),
+        depth_mean=_check_float(kw["depth_mean"], "depth_mean", 0.0, strict=True),
+        depth_sigma=_check_float(kw["depth_sigma"], "depth_sigma", 0.0),
+        trajectory_fraction=_check_float(kw["trajectory_fraction"], "trajectory_fraction", 0.0),
+    )
+    if out["trajectory_fraction"] >= 1:
+        raise ValueError(f"trajectory_fraction must be in [0, 1); got {out['trajectory_fraction']}.")
+    out.update(
+        n_progenitor_genes=_check_int(kw["n_progenitor_genes"], "n_progenitor_genes", 0),
+        n_batches=_check_int(kw["n_batches"], "n_batches", 1),
+        batch_gene_fraction=_check_float(kw["batch_gene_fraction"], "batch_gene_fraction", 0.0),
+    )
+    if out["batch_gene_fraction"] > 1:
+        raise ValueError(f"batch_gene_fraction must be in [0, 1]; got {out['batch_gene_fraction']}.")
+    out.update(
+        batch_lfc=_check_float(kw["batch_lfc"], "batch_lfc", 0.0),
+        batch_depth_sigma=_check_float(kw["batch_depth_sigma"], "batch_depth_sigma", 0.0),
+        n_jobs=_check_n_jobs(kw["n_jobs"]),
+    )
+    random_state = kw["random_state"]
     if random_state is None:
         random_state = int(np.random.default_rng().integers(2**63 - 1))
-    random_state = _check_int(random_state, "random_state", 0)
-    first_cell = _check_int(first_cell, "first_cell", 0)
-    if first_cell % _SEED_BLOCK:
-        raise ValueError(f"first_cell must be a multiple of {_SEED_BLOCK}; got {first_cell}.")
+    out["random_state"] = _check_int(random_state, "random_state", 0)
+    out["first_cell"] = _check_int(kw["first_cell"], "first_cell", 0)
+    if out["first_cell"] % _SEED_BLOCK:
+        raise ValueError(f"first_cell must be a multiple of {_SEED_BLOCK}; got {out['first_cell']}.")
+    args = _Args(**out)
+    _check_design_fits(args)
+    return args
 
-    n_types = n_lineages * types_per_lineage
+
+def _check_design_fits(args: _Args) -> None:
+    """Raise when ``n_genes`` is smaller than the number of structured genes the design needs."""
+    n_progenitor = args.n_progenitor_genes if args.with_trajectory else 0
     n_structured = (
-        n_lineages * genes_per_lineage
-        + n_types * (genes_per_type + n_state_genes)
-        + n_housekeeping
-        + n_noise
-        + (n_progenitor_genes if with_trajectory else 0)
+        args.n_lineages * args.genes_per_lineage
+        + args.n_types * (args.genes_per_type + args.n_state_genes)
+        + args.n_housekeeping
+        + args.n_noise
+        + n_progenitor
     )
-    if n_structured > n_genes:
-        progenitor = f" + {n_progenitor_genes} progenitor" if with_trajectory else ""
+    if n_structured > args.n_genes:
+        progenitor = f" + {args.n_progenitor_genes} progenitor" if args.with_trajectory else ""
         raise ValueError(
-            f"n_genes={n_genes} is too small: the design needs {n_structured} genes "
-            f"({n_lineages} lineages × {genes_per_lineage} + {n_types} types × "
-            f"({genes_per_type} type + {n_state_genes} state) + {n_housekeeping} housekeeping "
-            f"+ {n_noise} noise{progenitor}). Increase n_genes or shrink the programs."
+            f"n_genes={args.n_genes} is too small: the design needs {n_structured} genes "
+            f"({args.n_lineages} lineages × {args.genes_per_lineage} + {args.n_types} types × "
+            f"({args.genes_per_type} type + {args.n_state_genes} state) + {args.n_housekeeping} housekeeping "
+            f"+ {args.n_noise} noise{progenitor}). Increase n_genes or shrink the programs."
         )
 
-    lineages = [f"L{i}" for i in range(n_lineages)]
-    cell_types = [f"L{i}_T{j}" for i in range(n_lineages) for j in range(types_per_lineage)]
-    lineage_of_type = np.repeat(np.arange(n_lineages), types_per_lineage)
 
-    root = np.random.SeedSequence(random_state)
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(root.entropy, spawn_key=(0,))))
+@dataclass
+class _Genes:
+    """Every gene's role, program and fold change, the programs' gene sets, and the means at size factor 1."""
 
-    # ---- gene roles on a random permutation of gene positions ----------------
-    order = rng.permutation(n_genes)
-    role = np.full(n_genes, ROLES.index("background"), dtype=np.int8)
-    program = np.full(n_genes, "", dtype=object)
-    lfc = np.zeros(n_genes)
+    role: np.ndarray  # (n_genes,) int8 index into ROLES
+    program: np.ndarray  # (n_genes,) object: the lineage or type a program gene belongs to, "" otherwise
+    lfc: np.ndarray  # (n_genes,) float64 natural-log fold change of a program gene, 0 otherwise
+    hk_cols: np.ndarray
+    noise_cols: np.ndarray
+    lineage_cols: list[np.ndarray]  # per lineage
+    type_cols: list[np.ndarray]  # per type
+    state_cols: list[np.ndarray]  # per type
+    progenitor_cols: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    base: np.ndarray | None = None  # (n_genes,) NB mean outside any program, rescaled to depth_mean
+    phi: np.ndarray | None = None  # (n_genes,) NB dispersion
+    proportions: np.ndarray | None = None  # (n_types,) cell-type proportions
+    log_effect: np.ndarray | None = None  # (n_types, n_genes) lineage + type program of each type
+    type_means: np.ndarray | None = None  # (n_types, n_genes) mean at size factor 1 and t = 0
+    scale: float = 1.0  # the factor that brought the expected library size to depth_mean
+
+
+def _gene_design(args: _Args, rng: np.random.Generator) -> _Genes:
+    """Gene roles on a random permutation of positions, base means, dispersions and per-type means.
+
+    Every draw comes from ``rng`` (spawn key ``(0,)``), in a fixed order; the
+    progenitor program is drawn after everything else, so that without a
+    trajectory nothing changes.
+    """
+    order = rng.permutation(args.n_genes)
     cursor = 0
 
     def take(n: int) -> np.ndarray:
@@ -399,119 +532,141 @@ def simulate(
         cursor += n
         return cols
 
-    def draw_lfc_from(generator: np.random.Generator, center: float, n: int) -> np.ndarray:
-        return center * generator.uniform(1 - lfc_spread, 1 + lfc_spread, size=n)
+    genes = _gene_roles(args, rng, take)
+    _base_means(args, rng, genes)
+    if args.with_trajectory:
+        genes.progenitor_cols = take(args.n_progenitor_genes)
+        genes.role[genes.progenitor_cols] = ROLES.index("progenitor")
+        genes.program[genes.progenitor_cols] = PROGENITOR
+        genes.lfc[genes.progenitor_cols] = _draw_lfc(rng, args.type_lfc, args.lfc_spread, genes.progenitor_cols.size)
+    _type_means(args, genes)
+    return genes
 
-    def draw_lfc(center: float, n: int) -> np.ndarray:
-        return draw_lfc_from(rng, center, n)
 
-    hk_cols = take(n_housekeeping)
+def _draw_lfc(generator: np.random.Generator, center: float, spread: float, n: int) -> np.ndarray:
+    """``n`` fold changes drawn uniformly from ``center · [1 - spread, 1 + spread]``."""
+    return center * generator.uniform(1 - spread, 1 + spread, size=n)
+
+
+def _gene_roles(args: _Args, rng: np.random.Generator, take) -> _Genes:
+    """Housekeeping, noise, lineage, type and state genes, each set taken in turn from the permutation."""
+    role = np.full(args.n_genes, ROLES.index("background"), dtype=np.int8)
+    program = np.full(args.n_genes, "", dtype=object)
+    lfc = np.zeros(args.n_genes)
+    hk_cols = take(args.n_housekeeping)
     role[hk_cols] = ROLES.index("housekeeping")
-    noise_cols = take(n_noise)
+    noise_cols = take(args.n_noise)
     role[noise_cols] = ROLES.index("noise")
-    lineage_cols = []
-    for name in lineages:
-        cols = take(genes_per_lineage)
-        role[cols], program[cols], lfc[cols] = ROLES.index("lineage"), name, draw_lfc(lineage_lfc, cols.size)
-        lineage_cols.append(cols)
-    type_cols, state_cols = [], []
-    for name in cell_types:
-        cols = take(genes_per_type)
-        role[cols], program[cols], lfc[cols] = ROLES.index("type"), name, draw_lfc(type_lfc, cols.size)
-        type_cols.append(cols)
-    for name in cell_types:
-        cols = take(n_state_genes)
-        role[cols], program[cols], lfc[cols] = ROLES.index("state"), name, draw_lfc(state_lfc, cols.size)
-        state_cols.append(cols)
+    sets: dict[str, list[np.ndarray]] = {"lineage": [], "type": [], "state": []}
+    for kind, names, size, center in (
+        ("lineage", args.lineages, args.genes_per_lineage, args.lineage_lfc),
+        ("type", args.cell_types, args.genes_per_type, args.type_lfc),
+        ("state", args.cell_types, args.n_state_genes, args.state_lfc),
+    ):
+        for name in names:
+            cols = take(size)
+            role[cols], program[cols] = ROLES.index(kind), name
+            lfc[cols] = _draw_lfc(rng, center, args.lfc_spread, cols.size)
+            sets[kind].append(cols)
+    return _Genes(role, program, lfc, hk_cols, noise_cols, sets["lineage"], sets["type"], sets["state"])
 
-    # ---- base means and dispersions -------------------------------------------
-    base = rng.lognormal(np.log(_BG_MEDIAN), _BG_SIGMA, size=n_genes)
-    base[hk_cols] = rng.lognormal(np.log(_HK_MEDIAN), _HK_SIGMA, size=hk_cols.size)
-    base[noise_cols] = rng.lognormal(np.log(_NOISE_MEDIAN), _NOISE_SIGMA, size=noise_cols.size)
-    phi = dispersion * rng.lognormal(0.0, _DISPERSION_SIGMA, size=n_genes)
-    phi[noise_cols] = noise_dispersion * rng.lognormal(0.0, _DISPERSION_SIGMA, size=noise_cols.size)
 
-    weights = rng.uniform(0.5, 1.5, size=n_types)
-    proportions = weights / weights.sum()
+def _base_means(args: _Args, rng: np.random.Generator, genes: _Genes) -> None:
+    """Base means and dispersions per gene (log-normal, by role) and the cell-type proportions."""
+    base = rng.lognormal(np.log(_BG_MEDIAN), _BG_SIGMA, size=args.n_genes)
+    base[genes.hk_cols] = rng.lognormal(np.log(_HK_MEDIAN), _HK_SIGMA, size=genes.hk_cols.size)
+    base[genes.noise_cols] = rng.lognormal(np.log(_NOISE_MEDIAN), _NOISE_SIGMA, size=genes.noise_cols.size)
+    phi = args.dispersion * rng.lognormal(0.0, _DISPERSION_SIGMA, size=args.n_genes)
+    phi[genes.noise_cols] = args.noise_dispersion * rng.lognormal(0.0, _DISPERSION_SIGMA, size=genes.noise_cols.size)
+    weights = rng.uniform(0.5, 1.5, size=args.n_types)
+    genes.base, genes.phi, genes.proportions = base, phi, weights / weights.sum()
 
-    # Drawn after every other global quantity: without a trajectory nothing above changes.
-    progenitor_cols = np.zeros(0, dtype=np.int64)
-    if with_trajectory:
-        progenitor_cols = take(n_progenitor_genes)
-        role[progenitor_cols] = ROLES.index("progenitor")
-        program[progenitor_cols] = PROGENITOR
-        lfc[progenitor_cols] = draw_lfc(type_lfc, progenitor_cols.size)
 
-    log_effect = np.zeros((n_types, n_genes))
-    for k in range(n_types):
-        log_effect[k, lineage_cols[lineage_of_type[k]]] = lfc[lineage_cols[lineage_of_type[k]]]
-        log_effect[k, type_cols[k]] = lfc[type_cols[k]]
-    type_means = base[None, :] * np.exp(log_effect)
+def _type_means(args: _Args, genes: _Genes) -> None:
+    """Each type's means (its lineage and type programs), all rescaled so an average cell has ``depth_mean`` counts."""
+    lfc, lineage_of_type = genes.lfc, args.lineage_of_type
+    log_effect = np.zeros((args.n_types, args.n_genes))
+    for k in range(args.n_types):
+        log_effect[k, genes.lineage_cols[lineage_of_type[k]]] = lfc[genes.lineage_cols[lineage_of_type[k]]]
+        log_effect[k, genes.type_cols[k]] = lfc[genes.type_cols[k]]
+    type_means = genes.base[None, :] * np.exp(log_effect)
     # Expected library size at size factor 1, averaging the state ramp over t ~ U(0, 1).
     expected = type_means.sum(axis=1)
-    for k in range(n_types):
-        ramp = lfc[state_cols[k]]
+    for k in range(args.n_types):
+        ramp = lfc[genes.state_cols[k]]
         mean_gain = np.where(ramp > 0, np.expm1(ramp) / np.where(ramp > 0, ramp, 1.0), 0.0)
-        expected[k] += (type_means[k, state_cols[k]] * mean_gain).sum()
-    scale = depth_mean / float(proportions @ expected)
-    base *= scale
+        expected[k] += (type_means[k, genes.state_cols[k]] * mean_gain).sum()
+    scale = args.depth_mean / float(genes.proportions @ expected)
+    genes.base *= scale
     type_means *= scale
+    genes.log_effect, genes.type_means, genes.scale = log_effect, type_means, scale
 
-    fate_type = np.array([i * types_per_lineage for i in range(n_lineages)])
-    trajectory = None
-    if with_trajectory:
-        progenitor_effect = np.zeros(n_genes)
-        progenitor_effect[progenitor_cols] = lfc[progenitor_cols]
-        trajectory = _Trajectory(
-            fraction=trajectory_fraction,
-            log_base=np.log(base),
-            progenitor_effect=progenitor_effect,
-            fate_effect=log_effect[fate_type],
-            fate_type=fate_type,
-        )
-    # ---- batches, from a stream of their own: nothing above depends on them ------
-    batches = None
-    batch_effects = np.zeros((n_batches, n_genes))
-    batch_depth = np.ones(n_batches)
-    if with_batches:
-        batch_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(root.entropy, spawn_key=(3,))))
-        n_shifted = int(round(batch_gene_fraction * n_genes))
-        batch_cols = []
-        for b in range(n_batches):  # batch by batch: batch b's design does not depend on n_batches
-            cols = np.sort(batch_rng.choice(n_genes, size=n_shifted, replace=False))
-            sign = 2.0 * batch_rng.integers(2, size=n_shifted) - 1.0
-            batch_effects[b, cols] = sign * draw_lfc_from(batch_rng, batch_lfc, n_shifted)
-            z = batch_rng.standard_normal()
-            batch_depth[b] = np.exp(batch_depth_sigma * z - 0.5 * batch_depth_sigma**2)
-            batch_cols.append(cols)
-        batches = _Batches(
-            n_batches=n_batches,
-            cols=batch_cols,
-            factor=[np.exp(batch_effects[b, c]).astype(np.float32) for b, c in enumerate(batch_cols)],
-            depth=batch_depth,
-        )
 
-    design = _Design(
-        type_means=type_means.astype(np.float32),
-        theta=(1.0 / phi).astype(np.float32),
-        state_cols=state_cols,
-        state_lfc=[lfc[c].astype(np.float32) for c in state_cols],
-        type_cdf=np.cumsum(proportions),
-        depth_sigma=depth_sigma,
-        trajectory=trajectory,
-        batches=batches,
+def _trajectory_design(args: _Args, genes: _Genes) -> _Trajectory | None:
+    """The branching trajectory (``None`` without one): the progenitor program and one branch per lineage."""
+    if not args.with_trajectory:
+        return None
+    progenitor_effect = np.zeros(args.n_genes)
+    progenitor_effect[genes.progenitor_cols] = genes.lfc[genes.progenitor_cols]
+    return _Trajectory(
+        fraction=args.trajectory_fraction,
+        log_base=np.log(genes.base),
+        progenitor_effect=progenitor_effect,
+        fate_effect=genes.log_effect[args.fate_type],
+        fate_type=args.fate_type,
     )
 
-    # ---- cells, block by block -------------------------------------------------
+
+def _batch_design(args: _Args, root: np.random.SeedSequence) -> _Batches | None:
+    """Each batch's shifted genes, their effects and its depth, from a stream of their own (spawn key ``(3,)``).
+
+    ``None`` without batches. Nothing else depends on these draws.
+    """
+    if not args.with_batches:
+        return None
+    batch_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(root.entropy, spawn_key=(3,))))
+    n_shifted = int(round(args.batch_gene_fraction * args.n_genes))
+    effects = np.zeros((args.n_batches, args.n_genes))
+    depth = np.ones(args.n_batches)
+    batch_cols = []
+    for b in range(args.n_batches):  # batch by batch: batch b's design does not depend on n_batches
+        cols = np.sort(batch_rng.choice(args.n_genes, size=n_shifted, replace=False))
+        sign = 2.0 * batch_rng.integers(2, size=n_shifted) - 1.0
+        effects[b, cols] = sign * _draw_lfc(batch_rng, args.batch_lfc, args.lfc_spread, n_shifted)
+        z = batch_rng.standard_normal()
+        depth[b] = np.exp(args.batch_depth_sigma * z - 0.5 * args.batch_depth_sigma**2)
+        batch_cols.append(cols)
+    return _Batches(
+        n_batches=args.n_batches,
+        cols=batch_cols,
+        factor=[np.exp(effects[b, c]).astype(np.float32) for b, c in enumerate(batch_cols)],
+        depth=depth,
+        effects=effects,
+    )
+
+
+# ---------------------------------------------------------------------------
+# the cells, block by block, and the AnnData around them
+
+
+def _draw_cells(
+    design: _Design, args: _Args, root: np.random.SeedSequence
+) -> tuple[sp.csr_matrix, sp.csr_matrix, dict[str, np.ndarray]]:
+    """Counts and log-normalised CSR matrices, and the per-cell draws, block by block.
+
+    Each block of ``_SEED_BLOCK`` cells has its own streams, so the result
+    does not depend on ``chunk_size`` or ``n_jobs``.
+    """
+    n_cells, first_cell = args.n_cells, args.first_cell
     n_blocks = -(-n_cells // _SEED_BLOCK)
-    blocks_per_chunk = max(1, -(-chunk_size // _SEED_BLOCK))
+    blocks_per_chunk = max(1, -(-args.chunk_size // _SEED_BLOCK))
 
     def run_block(b: int) -> _Block:
         # Always a full block, cut afterwards: the first cells then do not depend on n_cells.
         ss = np.random.SeedSequence(root.entropy, spawn_key=(1, b + first_cell // _SEED_BLOCK))
         traj_ss = np.random.SeedSequence(root.entropy, spawn_key=(2, b + first_cell // _SEED_BLOCK))
         batch_gen = None
-        if with_batches:
+        if args.with_batches:
             batch_ss = np.random.SeedSequence(root.entropy, spawn_key=(4, b + first_cell // _SEED_BLOCK))
             batch_gen = np.random.Generator(np.random.PCG64(batch_ss))
         block = _simulate_block(
@@ -527,7 +682,7 @@ def simulate(
     cell_parts: dict[str, list[np.ndarray]] = {
         "type": [], "t": [], "size": [], "total": [], "ngenes": [], "tau": [], "fate": [], "batch": []
     }
-    executor = ThreadPoolExecutor(n_jobs) if n_jobs > 1 else None
+    executor = ThreadPoolExecutor(args.n_jobs) if args.n_jobs > 1 else None
     try:
         for first in range(0, n_blocks, blocks_per_chunk):
             ids = range(first, min(n_blocks, first + blocks_per_chunk))
@@ -561,55 +716,75 @@ def simulate(
     if indptr[-1] < np.iinfo(np.int32).max:
         indptr = indptr.astype(np.int32)
     indices = _concat_free(counts_parts["indices"])
-    counts = sp.csr_matrix((_concat_free(counts_parts["data"]), indices, indptr), shape=(n_cells, n_genes))
-    X = sp.csr_matrix((_concat_free(counts_parts["x"]), indices.copy(), indptr.copy()), shape=(n_cells, n_genes))
+    shape = (n_cells, args.n_genes)
+    counts = sp.csr_matrix((_concat_free(counts_parts["data"]), indices, indptr), shape=shape)
+    X = sp.csr_matrix((_concat_free(counts_parts["x"]), indices.copy(), indptr.copy()), shape=shape)
     counts.has_sorted_indices = True
     X.has_sorted_indices = True
+    return counts, X, {key: np.concatenate(parts) for key, parts in cell_parts.items()}
 
-    cell_type_codes = np.concatenate(cell_parts["type"])
-    size_factor = np.concatenate(cell_parts["size"])
-    fates = [cell_types[k] for k in fate_type]
-    labels = cell_types + ([PROGENITOR] + [f"{f}_transitional" for f in fates] if with_trajectory else [])
+
+def _fates(args: _Args) -> list[str]:
+    """The trajectory's fates: the mature type of each branch."""
+    return [args.cell_types[k] for k in args.fate_type]
+
+
+def _obs_table(args: _Args, genes: _Genes, cells: dict[str, np.ndarray]) -> pd.DataFrame:
+    """``obs``: labels, lineage, state, size factor, depth and library sizes (trajectory and batch columns too)."""
+    lineage_of_type, fate_type = args.lineage_of_type, args.fate_type
+    fates = _fates(args)
+    labels = args.cell_types + ([PROGENITOR] + [f"{f}_transitional" for f in fates] if args.with_trajectory else [])
     # lineage of each label: the trajectory labels take their fate's lineage
-    fate_codes = np.concatenate(cell_parts["fate"])
-    label_lineage = np.concatenate([lineage_of_type, np.zeros(len(labels) - n_types, dtype=np.int64)])
+    cell_type_codes, fate_codes, size_factor = cells["type"], cells["fate"], cells["size"]
+    label_lineage = np.concatenate([lineage_of_type, np.zeros(len(labels) - args.n_types, dtype=np.int64)])
     lineage_codes = label_lineage[cell_type_codes]
     on_trajectory = fate_codes >= 0
     lineage_codes[on_trajectory] = lineage_of_type[fate_type[fate_codes[on_trajectory]]]
     columns = {
         "cell_type": pd.Categorical.from_codes(cell_type_codes, categories=labels),
-        "lineage": pd.Categorical.from_codes(lineage_codes, categories=lineages),
-        "state": np.concatenate(cell_parts["t"]),
+        "lineage": pd.Categorical.from_codes(lineage_codes, categories=args.lineages),
+        "state": cells["t"],
         "size_factor": size_factor,
-        "depth": (size_factor * np.float32(depth_mean)).astype(np.float32),
-        "n_counts": np.concatenate(cell_parts["total"]),
-        "n_genes": np.concatenate(cell_parts["ngenes"]).astype(np.int32),
+        "depth": (size_factor * np.float32(args.depth_mean)).astype(np.float32),
+        "n_counts": cells["total"],
+        "n_genes": cells["ngenes"].astype(np.int32),
     }
-    if with_trajectory:
-        columns["trajectory_time"] = np.concatenate(cell_parts["tau"])
+    if args.with_trajectory:
+        columns["trajectory_time"] = cells["tau"]
         columns["fate"] = pd.Categorical.from_codes(fate_codes, categories=fates)
-    if with_batches:
-        batch_names = [f"B{b}" for b in range(n_batches)]
-        columns["batch"] = pd.Categorical.from_codes(np.concatenate(cell_parts["batch"]), categories=batch_names)
-    obs = pd.DataFrame(columns, index=pd.Index([f"cell_{i}" for i in range(first_cell, first_cell + n_cells)]))
-    gene_width = len(str(n_genes - 1))
-    gene_names = np.array([f"gene_{i:0{gene_width}d}" for i in range(n_genes)])
-    program_names = [""] + lineages + cell_types + ([PROGENITOR] if with_trajectory else [])
+    if args.with_batches:
+        batch_names = [f"B{b}" for b in range(args.n_batches)]
+        columns["batch"] = pd.Categorical.from_codes(cells["batch"], categories=batch_names)
+    first = args.first_cell
+    return pd.DataFrame(columns, index=pd.Index([f"cell_{i}" for i in range(first, first + args.n_cells)]))
+
+
+def _var_table(args: _Args, genes: _Genes, gene_names: np.ndarray, batches: _Batches | None) -> pd.DataFrame:
+    """``var``: each gene's role, program, fold change, base mean and dispersion (and batch flags)."""
+    program_names = [""] + args.lineages + args.cell_types + ([PROGENITOR] if args.with_trajectory else [])
     var = pd.DataFrame(
         {
-            "role": pd.Categorical.from_codes(role, categories=list(ROLES)),
-            "program": pd.Categorical(program.astype(str), categories=program_names),
-            "lfc": lfc.astype(np.float32),
-            "base_mean": base.astype(np.float32),
-            "dispersion": phi.astype(np.float32),
+            "role": pd.Categorical.from_codes(genes.role, categories=list(ROLES)),
+            "program": pd.Categorical(genes.program.astype(str), categories=program_names),
+            "lfc": genes.lfc.astype(np.float32),
+            "base_mean": genes.base.astype(np.float32),
+            "dispersion": genes.phi.astype(np.float32),
         },
         index=pd.Index(gene_names),
     )
-    if with_batches:
-        batch_gene = (batch_effects != 0).any(axis=0)
-        unstructured = np.isin(role, [ROLES.index(r) for r in ("housekeeping", "noise", "background")])
+    if batches is not None:
+        batch_gene = (batches.effects != 0).any(axis=0)
+        unstructured = np.isin(genes.role, [ROLES.index(r) for r in ("housekeeping", "noise", "background")])
         var["batch_gene"] = batch_gene
         var["batch_only"] = batch_gene & unstructured
+    return var
+
+
+def _simulation_record(args: _Args, genes: _Genes, gene_names: np.ndarray, batches: _Batches | None) -> dict:
+    """``uns["simulation"]``: the truth per label, the programs, the lineages, the arguments and the batch design."""
+    cell_types, lineages, lineage_of_type = args.cell_types, args.lineages, args.lineage_of_type
+    fates, fate_type = _fates(args), args.fate_type
+    type_cols, lineage_cols, state_cols = genes.type_cols, genes.lineage_cols, genes.state_cols
 
     def names(cols: np.ndarray) -> np.ndarray:
         return gene_names[np.sort(cols)].astype(str)
@@ -618,67 +793,47 @@ def simulate(
         ct: names(np.concatenate([type_cols[k], lineage_cols[lineage_of_type[k]], state_cols[k]]))
         for k, ct in enumerate(cell_types)
     }
-    if with_trajectory:
-        truth[PROGENITOR] = names(progenitor_cols)
+    lineage_of = {ct: lineages[lineage_of_type[k]] for k, ct in enumerate(cell_types)}
+    if args.with_trajectory:
+        truth[PROGENITOR] = names(genes.progenitor_cols)
         for k, fate in zip(fate_type, fates):
-            fate_genes = [progenitor_cols, type_cols[k], lineage_cols[lineage_of_type[k]]]
+            fate_genes = [genes.progenitor_cols, type_cols[k], lineage_cols[lineage_of_type[k]]]
             truth[f"{fate}_transitional"] = names(np.concatenate(fate_genes))
-    params: dict[str, Any] = {
-        "n_cells": n_cells,
-        "first_cell": first_cell,
-        "n_genes": n_genes,
-        "n_lineages": n_lineages,
-        "types_per_lineage": types_per_lineage,
-        "genes_per_type": genes_per_type,
-        "genes_per_lineage": genes_per_lineage,
-        "n_state_genes": n_state_genes,
-        "n_housekeeping": n_housekeeping,
-        "n_noise": n_noise,
-        "type_lfc": type_lfc,
-        "lineage_lfc": lineage_lfc,
-        "state_lfc": state_lfc,
-        "lfc_spread": lfc_spread,
-        "dispersion": dispersion,
-        "noise_dispersion": noise_dispersion,
-        "depth_mean": depth_mean,
-        "depth_sigma": depth_sigma,
-        "trajectory_fraction": trajectory_fraction,
-        "n_progenitor_genes": n_progenitor_genes,
-        **(
-            {
-                "n_batches": n_batches,
-                "batch_gene_fraction": batch_gene_fraction,
-                "batch_lfc": batch_lfc,
-                "batch_depth_sigma": batch_depth_sigma,
-            }
-            if with_batches
-            else {}
-        ),
-        "random_state": random_state,
-        "seed_block": _SEED_BLOCK,
-        "target_sum": _TARGET_SUM,
-        "mean_scale": float(scale),
+        lineage_of.update({f"{fates[i]}_transitional": lineages[lineage_of_type[k]] for i, k in enumerate(fate_type)})
+    record = {
+        "truth": truth,
+        "programs": {
+            "type": {ct: names(type_cols[k]) for k, ct in enumerate(cell_types)},
+            "lineage": {lin: names(lineage_cols[i]) for i, lin in enumerate(lineages)},
+            "state": {ct: names(state_cols[k]) for k, ct in enumerate(cell_types)},
+            **({"progenitor": names(genes.progenitor_cols)} if args.with_trajectory else {}),
+        },
+        "lineage_of": lineage_of,
+        "params": _recorded_params(args, genes.scale),
     }
-    uns = {
-        "simulation": {
-            "truth": truth,
-            "programs": {
-                "type": {ct: names(type_cols[k]) for k, ct in enumerate(cell_types)},
-                "lineage": {lin: names(lineage_cols[i]) for i, lin in enumerate(lineages)},
-                "state": {ct: names(state_cols[k]) for k, ct in enumerate(cell_types)},
-                **({"progenitor": names(progenitor_cols)} if with_trajectory else {}),
-            },
-            "lineage_of": {
-                **{ct: lineages[lineage_of_type[k]] for k, ct in enumerate(cell_types)},
-                **{f"{fates[i]}_transitional": lineages[lineage_of_type[k]] for i, k in enumerate(fate_type)},
-            } if with_trajectory else {ct: lineages[lineage_of_type[k]] for k, ct in enumerate(cell_types)},
-            "params": params,
-        }
-    }
-    if with_batches:
-        uns["simulation"]["batch_effects"] = batch_effects
-        uns["simulation"]["batch_depth"] = batch_depth
-    return ad.AnnData(X=X, obs=obs, var=var, uns=uns, layers={"counts": counts})
+    if batches is not None:
+        record["batch_effects"] = batches.effects
+        record["batch_depth"] = batches.depth
+    return record
+
+
+def _recorded_params(args: _Args, scale: float) -> dict[str, Any]:
+    """Every argument (the batch ones only with batches), the seed used and the constants of the recipe."""
+    names = [
+        "n_cells", "first_cell", "n_genes", "n_lineages", "types_per_lineage", "genes_per_type", "genes_per_lineage",
+        "n_state_genes", "n_housekeeping", "n_noise", "type_lfc", "lineage_lfc", "state_lfc", "lfc_spread",
+        "dispersion", "noise_dispersion", "depth_mean", "depth_sigma", "trajectory_fraction", "n_progenitor_genes",
+    ]
+    if args.with_batches:
+        names += ["n_batches", "batch_gene_fraction", "batch_lfc", "batch_depth_sigma"]
+    params: dict[str, Any] = {name: getattr(args, name) for name in names}
+    params.update(random_state=args.random_state, seed_block=_SEED_BLOCK, target_sum=_TARGET_SUM,
+                  mean_scale=float(scale))
+    return params
+
+
+# ---------------------------------------------------------------------------
+# the ground truth as a table
 
 
 def truth_matrix(adata: ad.AnnData) -> pd.DataFrame:

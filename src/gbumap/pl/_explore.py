@@ -301,34 +301,20 @@ def explore(
 
 
 def _write_page(data: ExplorerData, target: Path, webgl: bool) -> Path:
-    """Lay out the bokeh page for ``data`` and write it as one self-contained HTML file."""
+    """Lay out the bokeh page for ``data`` and write it as one self-contained HTML file.
+
+    The page is the map (:func:`_map_panel`) beside the bar chart
+    (:func:`_bar_panel`), under the two menus; :func:`_link_controls` wires
+    the JavaScript that recolours the cells and redraws the bars.
+    """
     from bokeh.embed import file_html
     from bokeh.layouts import column, row
-    from bokeh.models import (
-        BoxSelectTool,
-        Button,
-        ColorBar,
-        ColumnDataSource,
-        CustomJS,
-        Div,
-        FactorRange,
-        HoverTool,
-        Legend,
-        LassoSelectTool,
-        LegendItem,
-        LinearColorMapper,
-        Select,
-    )
-    from bokeh.plotting import figure
+    from bokeh.models import Button, ColumnDataSource, CustomJS, Div
     from bokeh.resources import INLINE
 
-    key, groupby, n_shown, n_axes = data.key, data.groupby, data.n_shown, data.n_axes
-    gene_names, group_names, group_palette = data.gene_names, data.group_names, data.group_palette
-    top_names, top_palette = data.top_names, data.top_palette
-    js = _javascript()
-    start_mode = "group" if groupby is not None else "top"
+    start_mode = "group" if data.groupby is not None else "top"
     start_codes, start_palette = (
-        (data.group_code, group_palette) if start_mode == "group" else (data.top_code, top_palette)
+        (data.group_code, data.group_palette) if start_mode == "group" else (data.top_code, data.top_palette)
     )
     cells = ColumnDataSource(
         data={
@@ -342,24 +328,54 @@ def _write_page(data: ExplorerData, target: Path, webgl: bool) -> Path:
         name="cells",
     )
     contrib_data = {"total": data.totals.astype(np.float32)}
-    for g in range(len(gene_names)):
-        for a in range(n_axes):
+    for g in range(len(data.gene_names)):
+        for a in range(data.n_axes):
             contrib_data[f"c{g}_{a}"] = data.signed[a, g]
     contrib = ColumnDataSource(data=contrib_data, name="contributions")
-    axis_name = key
+    scatter = _map_panel(data, cells, webgl, start_mode)
+    bars = _bar_panel(data)
+    color_select, component_select = _link_controls(data, cells, contrib, scatter, bars, start_mode)
 
-    point_size = float(np.clip(2.0 + 60.0 / np.sqrt(n_shown), 2.0, 7.0))
+    header = Div(
+        text=(
+            f"<b>gbumap explorer</b> &mdash; model <code>{html.escape(data.key)}</code>, "
+            f"<span id='cell-count'>{html.escape(data.count_text)}</span>. "
+            f"Bars and gene colours cover the {len(data.gene_names)} genes with the largest mean "
+            f"{data.labels['l2']}. Lasso or box-select cells to restrict the bars to them."
+        ),
+        width=1240,
+        name="cell_count",
+    )
+    clear = Button(label="Clear selection", width=140, name="clear_selection")
+    clear.js_on_click(CustomJS(args={"cells": cells}, code="cells.selected.indices = [];"))
+    layout = column(
+        header,
+        row(color_select, component_select, column(Div(text="&nbsp;"), clear)),
+        row(scatter["figure"], bars["figure"]),
+    )
+    page = file_html(layout, resources=INLINE, title=f"gbumap explorer: {data.key}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(page, encoding="utf-8")
+    return target
+
+
+def _map_panel(data: ExplorerData, cells, webgl: bool, start_mode: str) -> dict:
+    """The embedding: the cells' scatter, both legends (groups, top genes) and the colour bar of gene colours."""
+    from bokeh.models import BoxSelectTool, ColorBar, LassoSelectTool, Legend, LegendItem, LinearColorMapper
+    from bokeh.plotting import figure
+
+    point_size = float(np.clip(2.0 + 60.0 / np.sqrt(data.n_shown), 2.0, 7.0))
     scatter_fig = figure(
         width=820,
         height=600,
-        title=f"{key} embedding",
+        title=f"{data.key} embedding",
         tools="lasso_select,box_select,pan,wheel_zoom,reset,save",
         active_drag="lasso_select",
         output_backend="webgl" if webgl else "canvas",
         name="scatter_figure",
     )
-    scatter_fig.xaxis.axis_label = f"{axis_name}1"
-    scatter_fig.yaxis.axis_label = f"{axis_name}2"
+    scatter_fig.xaxis.axis_label = f"{data.key}1"
+    scatter_fig.yaxis.axis_label = f"{data.key}2"
     scatter_fig.grid.visible = False
     scatter = scatter_fig.scatter(
         "x",
@@ -385,8 +401,8 @@ def _write_page(data: ExplorerData, target: Path, webgl: bool) -> Path:
 
     for tool in scatter_fig.select(type=(LassoSelectTool, BoxSelectTool)):
         tool.renderers = [scatter]
-    group_items = legend_items(group_names, group_palette)
-    top_items = legend_items(top_names, top_palette)
+    group_items = legend_items(data.group_names, data.group_palette)
+    top_items = legend_items(data.top_names, data.top_palette)
     legend = Legend(
         items=group_items if start_mode == "group" else top_items,
         location="top_left",
@@ -402,8 +418,18 @@ def _write_page(data: ExplorerData, target: Path, webgl: bool) -> Path:
     mapper = LinearColorMapper(palette=sequential, low=0, high=1)
     color_bar = ColorBar(color_mapper=mapper, visible=False, width=12, title="", name="color_bar")
     scatter_fig.add_layout(color_bar, "right")
+    return {
+        "figure": scatter_fig, "legend": legend, "group_items": group_items, "top_items": top_items,
+        "color_bar": color_bar, "mapper": mapper, "sequential": sequential, "diverging": diverging,
+    }
 
-    # initial bars: all shown cells, L2
+
+def _bar_panel(data: ExplorerData) -> dict:
+    """The bar chart of mean contribution per gene, first over all shown cells (L2)."""
+    from bokeh.models import ColumnDataSource, FactorRange, HoverTool
+    from bokeh.plotting import figure
+
+    gene_names = data.gene_names
     l2_shown = np.sqrt((data.signed.astype(np.float64) ** 2).sum(axis=0)).mean(axis=1)
     bar_order = np.argsort(-l2_shown, kind="stable")
     bars = ColumnDataSource(
@@ -419,7 +445,7 @@ def _write_page(data: ExplorerData, target: Path, webgl: bool) -> Path:
         width=420,
         height=600,
         y_range=y_range,
-        title=f"Mean {data.labels['l2']}: all {n_shown:,} shown cells",
+        title=f"Mean {data.labels['l2']}: all {data.n_shown:,} shown cells",
         tools="save",
         toolbar_location="above",
         name="bar_figure",
@@ -428,31 +454,38 @@ def _write_page(data: ExplorerData, target: Path, webgl: bool) -> Path:
     bar_fig.add_tools(HoverTool(tooltips=[("gene", "@gene"), ("mean", "@value{0.0000}")]))
     bar_fig.xaxis.axis_label = f"mean {data.labels['l2']}"
     bar_fig.ygrid.visible = False
-    x_axis = bar_fig.xaxis[0]
+    return {"figure": bar_fig, "source": bars, "y_range": y_range, "x_axis": bar_fig.xaxis[0]}
 
-    color_options = ([("group", f"group: {groupby}")] if groupby is not None else []) + [("top", "top gene per cell")]
-    color_options += [(f"gene:{g}", f"gene: {name}") for g, name in enumerate(gene_names)]
+
+def _link_controls(data: ExplorerData, cells, contrib, scatter: dict, bars: dict, start_mode: str) -> tuple:
+    """The *Colour by* and *Contribution* menus, and the JavaScript callbacks that follow them and the selection."""
+    from bokeh.models import CustomJS, Select
+
+    color_options = [("group", f"group: {data.groupby}")] if data.groupby is not None else []
+    color_options += [("top", "top gene per cell")]
+    color_options += [(f"gene:{g}", f"gene: {name}") for g, name in enumerate(data.gene_names)]
     color_select = Select(title="Colour by", value=start_mode, options=color_options, width=260, name="color_select")
     component_options = [(r, label) for r, label in data.labels.items()]
     component_select = Select(
         title="Contribution", value="l2", options=component_options, width=260, name="component_select"
     )
 
+    js = _javascript()
     common = {
         "cells": cells,
         "contrib": contrib,
-        "genes": gene_names,
-        "n_axes": n_axes,
+        "genes": data.gene_names,
+        "n_axes": data.n_axes,
         "labels": data.labels,
         "component_select": component_select,
     }
     bars_cb = CustomJS(
         args=dict(
             common,
-            bars=bars,
-            y_range=y_range,
-            bar_fig=bar_fig,
-            x_axis=x_axis,
+            bars=bars["source"],
+            y_range=bars["y_range"],
+            bar_fig=bars["figure"],
+            x_axis=bars["x_axis"],
             positive=_POSITIVE,
             negative=_NEGATIVE,
             bar_color=_BAR,
@@ -463,38 +496,19 @@ def _write_page(data: ExplorerData, target: Path, webgl: bool) -> Path:
         args=dict(
             common,
             color_select=color_select,
-            group_palette=group_palette,
-            top_palette=top_palette,
-            group_items=group_items,
-            top_items=top_items,
-            legend=legend,
-            color_bar=color_bar,
-            mapper=mapper,
-            sequential=sequential,
-            diverging=diverging,
+            group_palette=data.group_palette,
+            top_palette=data.top_palette,
+            group_items=scatter["group_items"],
+            top_items=scatter["top_items"],
+            legend=scatter["legend"],
+            color_bar=scatter["color_bar"],
+            mapper=scatter["mapper"],
+            sequential=scatter["sequential"],
+            diverging=scatter["diverging"],
         ),
         code=js["colours"],
     )
     cells.selected.js_on_change("indices", bars_cb)
     component_select.js_on_change("value", bars_cb, colors_cb)
     color_select.js_on_change("value", colors_cb)
-
-    header = Div(
-        text=(
-            f"<b>gbumap explorer</b> &mdash; model <code>{html.escape(key)}</code>, "
-            f"<span id='cell-count'>{html.escape(data.count_text)}</span>. "
-            f"Bars and gene colours cover the {len(gene_names)} genes with the largest mean {data.labels['l2']}. "
-            "Lasso or box-select cells to restrict the bars to them."
-        ),
-        width=1240,
-        name="cell_count",
-    )
-    clear = Button(label="Clear selection", width=140, name="clear_selection")
-    clear.js_on_click(CustomJS(args={"cells": cells}, code="cells.selected.indices = [];"))
-    layout = column(
-        header, row(color_select, component_select, column(Div(text="&nbsp;"), clear)), row(scatter_fig, bar_fig)
-    )
-    page = file_html(layout, resources=INLINE, title=f"gbumap explorer: {key}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(page, encoding="utf-8")
-    return target
+    return color_select, component_select

@@ -16,7 +16,7 @@ from .._validation import check_batch_size
 from .._view import ModelView, model_view
 from ._rank import _benjamini_hochberg, _recarray, check_groupby
 
-__all__ = ["gene_set_contributions", "GeneSets"]
+__all__ = ["GENE_SEPARATOR", "GeneSets", "gene_set_contributions"]
 
 GeneSets = Mapping[str, Sequence[str]] | str | os.PathLike
 # Joins a set's genes into one string in the stored tables: h5ad and zarr keep it whatever the set's name.

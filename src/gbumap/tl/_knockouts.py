@@ -96,9 +96,8 @@ def _first_order(adata, view, rows, group, n_groups, targets, batch_size) -> tup
         block = view.matrix(adata, rows=r)
         x = dense(block)
         z = view.input_offsets(block, None if labels is None else labels[r])  # the batch shift is held fixed
-        s = est._input_divisor(z)
-        u = (z / s).astype(est.numpy_dtype)
-        f_u = est._embed(u).astype(np.float64)
+        u, s = est.scaled_input(z)
+        f_u = est.apply_encoder(u).astype(np.float64)
         tol = rtol * (scale if scale is not None else float(np.abs(f_u).max()) or 1.0)
         jac = jacobian_at(est, None if stored is None else stored[r], u, s, f_u, tol)
         delta = targets.astype(block.dtype).astype(np.float64)[None, :] - x
@@ -108,7 +107,7 @@ def _first_order(adata, view, rows, group, n_groups, targets, batch_size) -> tup
             along, square = z @ loadings, (loadings**2).sum(axis=0)
             per_gene = (jac.reshape(-1, jac.shape[2]) @ loadings).reshape(len(r), d, n_genes)
         norm2 = np.einsum("ij,ij->i", z, z)[:, None] + 2 * delta * along + delta**2 * square
-        s_new = np.where(delta == 0, s, est._divisor_from_norm2(norm2))
+        s_new = np.where(delta == 0, s, est.input_divisor_from_norm2(norm2))
         rescale = np.einsum("ndk,nk->nd", jac, z)
         pred = per_gene * (delta / s_new)[:, None, :] + rescale[:, :, None] * (1 / s_new - 1 / s)[:, None, :]
         onehot = np.eye(n_groups)[g]
@@ -143,12 +142,11 @@ def _exact(adata, view, rows, genes, targets, batch_size) -> tuple[np.ndarray, n
         if len(cell) == 0:
             continue
         z = view.input_offsets(block, block_labels)
-        s = est._input_divisor(z)
-        u = (z / s).astype(est.numpy_dtype)
+        u = est.scaled_input(z)[0]
         z_new = _one_gene_shift(est, z[cell], genes[which], delta[cell, which])
-        u_new = (z_new / est._input_divisor(z_new)).astype(est.numpy_dtype)
-        f_u = est._embed(u).astype(np.float64)
-        f_new = est._embed(u_new).astype(np.float64)
+        u_new = est.scaled_input(z_new)[0]
+        f_u = est.apply_encoder(u).astype(np.float64)
+        f_new = est.apply_encoder(u_new).astype(np.float64)
         disp = np.where((u_new == u[cell]).all(axis=1)[:, None], 0.0, f_new - f_u[cell])
         np.add.at(lengths, which, np.linalg.norm(disp, axis=1))
         np.add.at(vectors, which, disp)

@@ -20,7 +20,19 @@ from .._anndata_input import missing_key_error, select_obs
 from .._validation import check_batch_size
 from .._view import ModelView, model_view
 
-__all__ = ["perturb", "AGREEMENT_RTOL"]
+# perturb and, for tl.rank_knockouts, the shared pieces of a perturbation
+__all__ = [
+    "AGREEMENT_RTOL",
+    "agreement_rtol",
+    "as_float_array",
+    "check_key_added",
+    "dense",
+    "embedding_scale",
+    "jacobian_at",
+    "perturb",
+    "stored_jacobian",
+    "target_vector",
+]
 
 #: Tolerance of "agreement" between the exact move and the first-order prediction,
 #: relative to the largest absolute coordinate of the embedding, per model dtype.
@@ -28,7 +40,7 @@ AGREEMENT_RTOL = {"float32": 1e-4, "float64": 1e-10}
 
 
 # ---------------------------------------------------------------------- shared pieces
-def check_genes(view: ModelView, genes: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _check_genes(view: ModelView, genes: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Positions of ``genes`` among the model's features, and their names; clear errors otherwise."""
     if not isinstance(genes, str) and not isinstance(genes, (Sequence, np.ndarray, pd.Index)):
         raise TypeError(f"genes must be a gene name or a list of names; got {type(genes).__name__}.")
@@ -55,7 +67,7 @@ def dense(block) -> np.ndarray:
     return np.asarray(block.toarray() if sp.issparse(block) else block, dtype=np.float64)
 
 
-def is_number(value) -> bool:
+def _is_number(value) -> bool:
     return isinstance(value, (Real, np.number)) and not isinstance(value, (bool, np.bool_))
 
 
@@ -65,7 +77,7 @@ def target_vector(value, baseline: np.ndarray, n_genes: int, name: str = "value"
         if value != "baseline":
             raise ValueError(f"{name} must be a number, 'baseline' or an array; got {value!r}.")
         return np.asarray(baseline, dtype=np.float64).copy()
-    if is_number(value):
+    if _is_number(value):
         if not np.isfinite(float(value)):
             raise ValueError(f"{name} must be finite; got {value!r}.")
         return np.full(n_genes, float(value))
@@ -85,7 +97,7 @@ def as_float_array(value, name: str = "value") -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Edit:
+class _Edit:
     """How the chosen genes change: set to ``target`` (per gene or per cell and gene) or scaled by ``fold_change``."""
 
     target: np.ndarray | None
@@ -113,39 +125,39 @@ class Edit:
         return np.asarray(new, dtype=dtype).astype(np.float64)
 
 
-def resolve_edit(value, fold_change, log1p: bool, baseline: np.ndarray, n_cells: int) -> Edit:
-    """Validate ``value`` / ``fold_change`` / ``log1p`` into an :class:`Edit` (raises before anything is computed)."""
+def _resolve_edit(value, fold_change, log1p: bool, baseline: np.ndarray, n_cells: int) -> _Edit:
+    """Validate ``value`` / ``fold_change`` / ``log1p`` into an ``_Edit`` (raises before anything is computed)."""
     n_genes = len(baseline)
     if fold_change is not None:
-        if not (is_number(value) and float(value) == 0.0):
+        if not (_is_number(value) and float(value) == 0.0):
             raise ValueError("Pass either value= or fold_change=, not both: fold_change multiplies the input.")
-        if not is_number(fold_change) or not np.isfinite(float(fold_change)) or float(fold_change) < 0:
+        if not _is_number(fold_change) or not np.isfinite(float(fold_change)) or float(fold_change) < 0:
             raise ValueError(f"fold_change must be a finite number ≥ 0; got {fold_change!r}.")
         if not isinstance(log1p, (bool, np.bool_)):
             raise ValueError(f"log1p must be True or False; got {log1p!r}.")
         f = float(fold_change)
         scale = " (count scale)" if log1p else ""
-        return Edit(None, f, bool(log1p), f"fold_change {f:g}{scale}", f"× {f:g}{scale}")
+        return _Edit(None, f, bool(log1p), f"fold_change {f:g}{scale}", f"× {f:g}{scale}")
     if log1p:
         raise ValueError("log1p=True applies to fold_change only; pass fold_change= as well, or drop log1p.")
     vector = target_vector(value, baseline, n_genes)
     if vector is not None:
         label = "baseline" if isinstance(value, str) else f"{float(value):g}"
-        return Edit(vector, None, False, label, f"→ {label}")
+        return _Edit(vector, None, False, label, f"→ {label}")
     arr = as_float_array(value)
     if arr.ndim == 0:
-        return Edit(np.full(n_genes, float(arr)), None, False, f"{float(arr):g}", f"→ {float(arr):g}")
+        return _Edit(np.full(n_genes, float(arr)), None, False, f"{float(arr):g}", f"→ {float(arr):g}")
     if arr.shape == (n_genes,):
-        return Edit(arr.copy(), None, False, "per gene", "→ given values")
+        return _Edit(arr.copy(), None, False, "per gene", "→ given values")
     if arr.shape == (n_cells, n_genes):
-        return Edit(arr.copy(), None, False, "per cell and gene", "→ given values")
+        return _Edit(arr.copy(), None, False, "per cell and gene", "→ given values")
     raise ValueError(
         f"value has shape {arr.shape}; expected a number, 'baseline', an array of shape ({n_genes},) "
         f"(one value per gene) or ({n_cells}, {n_genes}) (one per selected cell and gene)."
     )
 
 
-def shifted_input(est, z: np.ndarray, gene_idx: np.ndarray, delta: np.ndarray) -> np.ndarray:
+def _shifted_input(est, z: np.ndarray, gene_idx: np.ndarray, delta: np.ndarray) -> np.ndarray:
     """``z' = z + P[:, genes]·Δx`` (without PCA: the genes' entries of ``z`` moved by ``Δx``).
 
     Exact algebra for ``z' = P·(x' − b)``: only the edited genes' columns of
@@ -158,28 +170,28 @@ def shifted_input(est, z: np.ndarray, gene_idx: np.ndarray, delta: np.ndarray) -
     return z + delta @ est.components_[:, gene_idx].T.astype(np.float64)
 
 
-def is_default_encoder(est) -> bool:
+def _is_default_encoder(est) -> bool:
     from .._encoder import HomogeneousMLP
 
     return isinstance(est.encoder_, HomogeneousMLP)
 
 
-def encode(est, u: np.ndarray):
+def _encode(est, u: np.ndarray):
     """``f(u)`` and, for the default encoder, the sign (pre-activation > 0) of every hidden unit (a tensor)."""
     import torch  # imported here: ``import gbumap.tl`` stays light
 
     module = est.encoder_
     with torch.no_grad():
         h = torch.from_numpy(np.ascontiguousarray(u)).to(est.device_)
-        if not is_default_encoder(est):
+        if not _is_default_encoder(est):
             return module(h).cpu().numpy().astype(np.float64), None
         out, signs = module.forward_with_signs(h)
         return out.cpu().numpy().astype(np.float64), signs
 
 
-def encode_pair(est, u: np.ndarray, u_new: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _encode_pair(est, u: np.ndarray, u_new: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``f(u)``, ``f(u')`` and, for the default encoder, how many hidden units changed sign per cell."""
-    out, signs = encode(est, np.concatenate([u, u_new]))
+    out, signs = _encode(est, np.concatenate([u, u_new]))
     n = len(u)
     flips = None if signs is None else (signs[:n] != signs[n:]).sum(dim=1).cpu().numpy()
     return out[:n], out[n:], flips
@@ -202,10 +214,6 @@ def jacobian_at(
     ``J(u)·u = k·f(u)`` within ``tol`` (so a Jacobian stored before the input
     changed is never used); recomputed from the encoder for the other cells.
     """
-    import torch
-
-    from .._encoder import encoder_jacobian
-
     n = len(u)
     if stored is not None:
         jac = np.asarray(stored, dtype=np.float64) * divisor[:, :, None]
@@ -215,8 +223,7 @@ def jacobian_at(
         jac = np.empty((n, est.n_components, est.n_inputs_))
         redo = np.ones(n, dtype=bool)
     if redo.any():
-        fresh = encoder_jacobian(est.encoder_, torch.from_numpy(np.ascontiguousarray(u[redo])).to(est.device_))
-        jac[redo] = fresh.cpu().numpy()
+        jac[redo] = est.jacobian_at(u[redo])
     return jac
 
 
@@ -256,7 +263,7 @@ def _moves(adata, view, rows, gene_idx, edit, batch_size) -> _Moves:
     est = view.estimator
     n, d = len(rows), est.n_components
     exact, first = np.zeros((n, d)), np.zeros((n, d))
-    flips = np.zeros(n) if is_default_encoder(est) else None
+    flips = np.zeros(n) if _is_default_encoder(est) else None
     changed = np.zeros(n, dtype=bool)
     stored = stored_jacobian(adata, view)
     scale = embedding_scale(adata, view)
@@ -275,10 +282,9 @@ def _moves(adata, view, rows, gene_idx, edit, batch_size) -> _Moves:
         z = view.input_offsets(
             block[np.flatnonzero(moved)], None if labels is None else labels[rows[pos[moved]]]
         )
-        z_new = shifted_input(est, z, gene_idx, delta[moved])
-        s, s_new = est._input_divisor(z), est._input_divisor(z_new)
-        u, u_new = (z / s).astype(est.numpy_dtype), (z_new / s_new).astype(est.numpy_dtype)
-        f_u, f_new, n_flips = encode_pair(est, u, u_new)
+        z_new = _shifted_input(est, z, gene_idx, delta[moved])
+        (u, s), (u_new, s_new) = est.scaled_input(z), est.scaled_input(z_new)
+        f_u, f_new, n_flips = _encode_pair(est, u, u_new)
         seen_max = max(seen_max, float(np.abs(f_u).max()))
         tol = rtol * (scale if scale is not None else seen_max or 1.0)
         jac = jacobian_at(est, None if stored is None else stored[rows[pos[moved]]], u, s, f_u, tol)
@@ -426,7 +432,7 @@ def perturb(
     view = model_view(adata, key)
     est = view.estimator
     batch_size = check_batch_size(batch_size)
-    gene_idx, names = check_genes(view, genes)
+    gene_idx, names = _check_genes(view, genes)
     rows = select_obs(adata, obs)
     if len(rows) == 0:
         raise ValueError("obs selects no cells.")
@@ -436,7 +442,7 @@ def perturb(
         raise missing_key_error("obs column", groupby, adata.obs.columns)
     if groupby is not None and adata.obs[groupby].iloc[rows].isna().all():
         raise ValueError(f"None of the selected cells has a label in obs[{groupby!r}].")
-    edit = resolve_edit(value, fold_change, log1p, est.baseline_[gene_idx], len(rows))
+    edit = _resolve_edit(value, fold_change, log1p, est.baseline_[gene_idx], len(rows))
     key_added = check_key_added(adata, key_added or f"perturb_{key}")
 
     moves = _moves(adata, view, rows, gene_idx, edit, batch_size)

@@ -19,7 +19,7 @@ from ._rank import SCORES, SmallGroupWarning, check_groupby, rank_features
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["randomization_check"]
+__all__ = ["randomization_check", "randomized_registry"]
 
 _SCRATCH_KEY = "_gbumap_randomized"
 

@@ -19,7 +19,8 @@ from .._dask import is_dask_array
 from .._validation import check_batch_size
 from .._view import model_view
 
-__all__ = ["rank_features", "SCORES", "score_label", "MIN_GROUP_SIZE", "SmallGroupWarning"]
+__all__ = ["rank_features", "SCORES", "score_label", "MIN_GROUP_SIZE", "SmallGroupWarning", "check_groupby",
+           "warn_small_groups"]
 
 #: Groups with fewer cells than this get a :class:`SmallGroupWarning`: their top-10 lists are
 #: fragile. Measured by ``benchmarks/small_groups.py`` (the smallest subset size at which random

@@ -113,15 +113,12 @@ def _shared_graph(adata: AnnData, view: ModelView, X, seed: int) -> tuple[sp.csr
     from .._estimator import GlassBoxUMAP
 
     ref = view.estimator
+    builder = GlassBoxUMAP(**{**ref.get_params(), "random_state": seed, "checkpoint_path": None})
     if getattr(ref, "correction_", None) is not None:  # the graph of the corrected input
-        from .._seed_runs import SharedProjection
-
-        builder = SharedProjection(**{**ref.get_params(), "random_state": seed, "checkpoint_path": None})
-        builder._reference, builder._codes = ref, ref.correction_.codes(view.batch_labels(adata))
+        graph = builder.neighbor_graph(X, projection=ref, batches=view.batch_labels(adata))
     else:
-        builder = GlassBoxUMAP(**{**ref.get_params(), "random_state": seed, "checkpoint_path": None})
-    Z_raw = builder._fit_projection(X, ref.components_, seed)
-    return sp.csr_matrix(builder._fit_graph(Z_raw, None, None, seed), dtype=np.float32), "gbumap"
+        graph = builder.neighbor_graph(X, components=ref.components_)
+    return sp.csr_matrix(graph, dtype=np.float32), "gbumap"
 
 
 def _check_args(n_models, n_top, bootstrap, random_state) -> None:
@@ -286,7 +283,6 @@ def stability(
     graph_seconds = time.perf_counter() - t0
 
     from .._estimator import GlassBoxUMAP
-    from .._seed_runs import SharedProjection
 
     params = {**ref.get_params(), "checkpoint_path": None, "verbose": bool(verbose)}
     runs, train_seconds, infos = [], [], []
@@ -306,10 +302,9 @@ def stability(
                 share = 1.0 if bootstrap is None else float(bootstrap)
                 n_train = max(int(round(share * n_cells)), ref.n_neighbors + 1)
                 cells = np.sort(np.random.default_rng(seed).choice(n_cells, size=min(n_train, n_cells), replace=False))
-                est = SharedProjection(**{**params, "random_state": seed})
-                est._reference = ref
-                est._codes = None if codes is None else codes[cells]
-                est.fit(X[cells], graph=graph[cells][:, cells], components=ref.components_)
+                est = GlassBoxUMAP(**{**params, "random_state": seed})
+                est.fit(X[cells], graph=graph[cells][:, cells], projection=ref,
+                        batches=None if labels is None else labels[cells])
             train_seconds.append(float(est.training_info_["seconds"]))
             info = {"loss": est.loss_history_, "seconds": est.training_info_["seconds"]}
             infos.append(info)
