@@ -30,7 +30,7 @@ def pbmc_fitted_session(pbmc_log_raw):
     import gbumap
 
     adata = pbmc_log_raw.copy()
-    gbumap.tl.glassbox_umap(adata, groupby="bulk_labels", n_steps=150, verbose=False, top_genes=10)
+    gbumap.tl.glassbox_umap(adata, groupby="bulk_labels", verbose=False, top_genes=10)
     return adata
 
 

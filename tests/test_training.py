@@ -89,3 +89,53 @@ def test_edges_are_drawn_in_proportion_to_their_weight():
     freq = np.bincount(cells[:n], minlength=4) / n  # heads 0..3 belong to edges 0..3
     np.testing.assert_allclose(freq, weights, atol=4 * np.sqrt(0.25 / n))
     assert np.array_equal(cells[n:], (cells[:n] + 1) % 4)  # each tail follows its head
+
+
+def test_schedule_follows_the_graph_size_and_keeps_given_values():
+    from gbumap._schedule import FULL_BATCH_MAX_CELLS, auto_n_steps, training_schedule
+
+    small = training_schedule(FULL_BATCH_MAX_CELLS)
+    large = training_schedule(FULL_BATCH_MAX_CELLS + 1)
+    assert small.full_batch and not large.full_batch
+    assert small.batch_size > large.batch_size and small.n_steps < large.n_steps
+    assert large.n_steps == auto_n_steps(FULL_BATCH_MAX_CELLS + 1)
+    # under DDP every process samples its own edge batches
+    assert not training_schedule(1_000, devices=2).full_batch
+    given = training_schedule(1_000, n_steps=7, batch_size=64, learning_rate=0.5, full_batch=False)
+    assert (given.n_steps, given.batch_size, given.learning_rate, given.full_batch) == (7, 64, 0.5, False)
+    assert training_schedule(10**6, full_batch=True).n_steps == small.n_steps
+
+
+@pytest.mark.parametrize("full_batch", [True, False])
+def test_a_full_batch_step_embeds_every_cell_and_draws_negatives_among_all(full_batch, monkeypatch):
+    import scipy.sparse as sp
+
+    from gbumap import _training
+    from gbumap._encoder import HomogeneousMLP
+    from gbumap._training import TrainingConfig, train_encoder
+
+    rng = np.random.default_rng(0)
+    n, batch = 300, 64
+    rows = np.repeat(np.arange(n), 3)
+    graph = sp.csr_matrix((rng.uniform(0.1, 1, rows.size), (rows, rng.integers(0, n, rows.size))), shape=(n, n))
+    encoder = HomogeneousMLP(5, 2, (8,))
+    embedded, pools = [], []
+    forward = encoder.forward
+    monkeypatch.setattr(encoder, "forward", lambda z: (embedded.append(z.shape[0]), forward(z))[1])
+    draw = _training.sample_negatives
+    monkeypatch.setattr(_training, "sample_negatives", lambda m, c, g: (pools.append((m, c)), draw(m, c, g))[1])
+    config = TrainingConfig(n_steps=5, batch_size=batch, negative_sample_rate=3, repulsion_strength=1.0,
+                            learning_rate=1e-2, a=1.58, b=0.9, random_state=0, verbose=False, full_batch=full_batch)
+    before = [p.detach().clone() for p in encoder.parameters()]
+    train_encoder(encoder, torch.from_numpy(rng.normal(size=(n, 5)).astype(np.float32)), graph, config)
+    rows_per_step = n if full_batch else 2 * batch
+    assert embedded == [rows_per_step] * 5
+    assert pools == [(rows_per_step, 3 * batch)] * 5
+    assert all(not torch.equal(a, b) for a, b in zip(before, encoder.parameters()))
+
+
+def test_full_batch_is_refused_with_several_processes():
+    from gbumap import GlassBoxUMAP
+
+    with pytest.raises(ValueError, match="full_batch=True is not supported with devices=2"):
+        GlassBoxUMAP(full_batch=True, devices=2, accelerator="cpu")._check_params()

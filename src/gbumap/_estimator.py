@@ -24,6 +24,7 @@ from ._dask import (
 )
 from ._params import PARAMS
 from ._progress import progress_bar
+from ._schedule import auto_n_steps, training_schedule  # noqa: F401  (auto_n_steps: re-exported for benchmarks)
 from ._validation import Matrix, as_matrix
 
 __all__ = ["GlassBoxUMAP"]
@@ -42,17 +43,6 @@ def _dense_rows(X: Matrix, rows: slice, dtype) -> np.ndarray:
     return block.astype(dtype, copy=False)
 
 
-def auto_n_steps(n_cells: int) -> int:
-    """Default number of optimisation steps: grows slowly with the data size.
-
-    A step costs the same for any number of cells, so a fixed budget would
-    make large data sets see each edge fewer times; a logarithmic increase
-    (2,000 steps up to 30k cells, 2,286 at 90k, 2,600 at 300k, at most
-    3,000) keeps quality at little cost. Chosen by the layout sweep in
-    ``benchmarks/sweep_layout.py`` (4×128 encoder): at 20k cells 1,000 →
-    2,000 steps raised kNN preservation by 13-19%, 2,000 → 4,000 by 4-6%.
-    """
-    return int(np.clip(2000 + 600 * np.log10(max(n_cells, 1) / 3e4), 2000, 3000))
 
 
 class GlassBoxUMAP(TransformerMixin, BaseEstimator):
@@ -120,11 +110,21 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         Degree ``k`` of a custom encoder (contributions are ``J·x / k``); the
         bilinear encoder has degree 2 whatever this says.
     learning_rate
-        Peak learning rate of the one-cycle Adam schedule.
+        Peak learning rate of the one-cycle Adam schedule; ``None``: 0.02
+        full batch, 0.01 on edge batches.
     n_steps
-        Optimisation steps; ``None`` picks a size-dependent default.
+        Optimisation steps; ``None`` picks a size-dependent default (500 full
+        batch; 2,000 to 3,000 edge-batch steps, growing with the cells).
     batch_size
-        Graph edges per step.
+        Graph edges per step; ``None``: 8,192 full batch, 1,024 on edge batches.
+    full_batch
+        Embed every cell at each step and draw the step's edges and negatives
+        over the whole layout (one network pass serves many edges), instead
+        of embedding only the cells of the step's edges. ``None``: full batch
+        when the graph has at most 8,192 cells and ``devices == 1``. The fitted
+        model records the values used (``get_params()`` after loading). See
+        :mod:`gbumap._schedule` and the everyday-path table on the
+        performance page.
     early_stopping
         Stop when the loss has not improved for a while.
     random_state
@@ -256,9 +256,10 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         activation: Literal["leaky_relu", "prelu", "relu"] = "leaky_relu",
         encoder: nn.Module | None = None,
         homogeneity_degree: int = 1,
-        learning_rate: float = 1e-2,
+        learning_rate: float | None = None,
         n_steps: int | None = None,
-        batch_size: int = 1024,
+        batch_size: int | None = None,
+        full_batch: bool | None = None,
         early_stopping: bool = False,
         random_state: int | None = 0,
         accelerator: str = "auto",
@@ -288,6 +289,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         self.learning_rate = learning_rate
         self.n_steps = n_steps
         self.batch_size = batch_size
+        self.full_batch = full_batch
         self.early_stopping = early_stopping
         self.random_state = random_state
         self.accelerator = accelerator
@@ -312,6 +314,11 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"devices={self.devices} is not supported with accelerator='mps' (no multi-process backend); "
                 "use devices=1, or accelerator='cpu' to train in several CPU processes."
+            )
+        if self.devices > 1 and self.full_batch:
+            raise ValueError(
+                f"full_batch=True is not supported with devices={self.devices} (each process samples its own "
+                "edge batches); use full_batch=None or False, or devices=1."
             )
         if self.devices > 1 and self.checkpoint_path is not None:
             raise ValueError(
@@ -905,12 +912,18 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         from ._checkpoint import CheckpointCallback
         from ._training import TrainingConfig, resolve_precision, train_encoder
 
+        schedule = training_schedule(
+            Z.shape[0], n_steps=self.n_steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
+            full_batch=self.full_batch, devices=int(self.devices),
+        )
+        self.schedule_ = schedule
         config = TrainingConfig(
-            n_steps=self.n_steps if self.n_steps is not None else auto_n_steps(Z.shape[0]),
-            batch_size=self.batch_size,
+            n_steps=schedule.n_steps,
+            batch_size=schedule.batch_size,
+            full_batch=schedule.full_batch,
             negative_sample_rate=self.negative_sample_rate,
             repulsion_strength=self.repulsion_strength,
-            learning_rate=self.learning_rate,
+            learning_rate=schedule.learning_rate,
             a=self.a_,
             b=self.b_,
             random_state=seed,

@@ -66,6 +66,9 @@ class Param:
     fitted
         What the registry stores instead of the constructor's value: the
         value the fit actually used, read from the fitted model.
+    missing
+        With ``required=False``: what a file without it means (``None``:
+        the constructor's default).
     """
 
     name: str
@@ -79,6 +82,7 @@ class Param:
     added: int = 1
     older: Any = None
     fitted: Callable[[Any], Any] | None = None
+    missing: Any = None
 
     def check(self, value: Any) -> None:
         """Raise a ``ValueError`` (or ``TypeError``) naming the parameter when ``value`` is not valid."""
@@ -101,6 +105,16 @@ class Param:
                 )
         elif self.kind == "encoder":
             _check_encoder(self.name, value)
+
+
+def _used(name: str) -> Callable[[Any], Any]:
+    """The training setting a fit resolved (``schedule_``), or the parameter of a model read from a file."""
+
+    def value(model: Any) -> Any:
+        schedule = getattr(model, "schedule_", None)
+        return getattr(model, name) if schedule is None else getattr(schedule, name)
+
+    return value
 
 
 def _either(choices: tuple[str, ...]) -> str:
@@ -140,11 +154,15 @@ PARAMS: tuple[Param, ...] = (
     Param("activation", "str"),
     Param("encoder", "encoder", stored=False),
     Param("homogeneity_degree", "int", minimum=1, fitted=lambda model: model.homogeneity_degree_),
-    Param("learning_rate", "float", minimum=0.0, strict=True),
+    # learning_rate, batch_size and full_batch: None picks by the graph's size (gbumap._schedule); the
+    # registry stores the values the fit used, so a reloaded model's get_params() refits the same way
+    Param("learning_rate", "float", minimum=0.0, strict=True, optional=True, fitted=_used("learning_rate")),
     # the steps actually run (the default depends on the number of cells)
     Param("n_steps", "int", minimum=1, optional=True, required=False,
           fitted=lambda model: model.training_info_["n_steps"]),
-    Param("batch_size", "int", minimum=1),
+    Param("batch_size", "int", minimum=1, optional=True, fitted=_used("batch_size")),
+    # added within format 3: files without it trained on edge batches
+    Param("full_batch", "bool", optional=True, required=False, missing=False, fitted=_used("full_batch")),
     Param("early_stopping", "bool"),
     # a model fitted with random_state=None stores none and reads as the default seed, 0: the seed fit used
     Param("random_state", "int", optional=True, required=False),

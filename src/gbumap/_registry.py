@@ -357,6 +357,8 @@ def _decode_params(reg: Mapping) -> dict[str, Any]:
     for param in registry_params():  # a parameter the file lacks and need not hold reads as the default
         if param.required or param.name in raw_params:
             params[param.name] = _DECODE[param.kind](_field(raw_params, param.name, "params/"), param.name)
+        elif param.missing is not None:
+            params[param.name] = param.missing
     return params
 
 

@@ -26,8 +26,8 @@ __all__ = [
 #: Graphs with at most this many cells are trained full batch by default.
 FULL_BATCH_MAX_CELLS = 8192
 #: Full batch: edges drawn per step, steps, and the peak learning rate.
-FULL_BATCH_EDGES = 16384
-FULL_BATCH_STEPS = 400
+FULL_BATCH_EDGES = 8192
+FULL_BATCH_STEPS = 500
 FULL_BATCH_LEARNING_RATE = 2e-2
 #: Edge batches: edges per step and the peak learning rate (steps: :func:`auto_n_steps`).
 EDGE_BATCH_EDGES = 1024
@@ -78,7 +78,7 @@ def training_schedule(
     Examples
     --------
     >>> training_schedule(3_000)
-    TrainingSchedule(n_steps=400, batch_size=16384, learning_rate=0.02, full_batch=True)
+    TrainingSchedule(n_steps=500, batch_size=8192, learning_rate=0.02, full_batch=True)
     >>> training_schedule(90_000).full_batch
     False
     """
