@@ -113,7 +113,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         Peak learning rate of the one-cycle Adam schedule; ``None``: 0.02
         full batch, 0.01 on edge batches.
     n_steps
-        Optimisation steps; ``None`` picks a size-dependent default (500 full
+        Optimisation steps; ``None`` picks a size-dependent default (400 full
         batch; 2,000 to 3,000 edge-batch steps, growing with the cells).
     batch_size
         Graph edges per step; ``None``: 8,192 full batch, 1,024 on edge batches.
@@ -121,7 +121,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         Embed every cell at each step and draw the step's edges and negatives
         over the whole layout (one network pass serves many edges), instead
         of embedding only the cells of the step's edges. ``None``: full batch
-        when the graph has at most 8,192 cells and ``devices == 1``. The fitted
+        when the graph has at most 7,000 cells and ``devices == 1``. The fitted
         model records the values used (``get_params()`` after loading). See
         :mod:`gbumap._schedule` and the everyday-path table on the
         performance page.
