@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._attribution import Reduction
-from .._docs import SHOW_SAVE, doc_params
+from .._docs import MODEL_GROUPBY, SHOW_SAVE, doc_params
 from .._ranking import check_score, rank_groups, score_label, warn_small_groups
 from .._results import RANKING_KINDS, block_kind
 from .._validation import obs_column, obs_groups
@@ -36,7 +36,7 @@ def _reusable(result: Any, groupby: str, key: str, reduction: Reduction, score: 
     )
 
 
-@doc_params(show_save=SHOW_SAVE)
+@doc_params(show_save=SHOW_SAVE, model_groupby=MODEL_GROUPBY)
 def rank_features(
     adata: AnnData,
     groupby: str,
@@ -69,10 +69,7 @@ def rank_features(
 
     Parameters
     ----------
-    adata
-        AnnData with a fitted model under ``key``.
-    groupby
-        Categorical ``obs`` column defining the groups.
+    {model_groupby}
     n_genes
         Genes shown per group.
     key

@@ -10,6 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._attribution import Reduction, check_reduction
+from .._docs import MODEL_GROUPBY, doc_params
 from .._ranking import check_score, rank_groups, ranked_values, warn_small_groups
 from .._registry import ModelRecord, encode_record
 from .._results import Result, result_key, write_result
@@ -61,6 +62,7 @@ def randomized_registry(record: ModelRecord, method: str, seed: int) -> dict:
     return encode_record(record.replace(model=randomized_model(record, method, seed)))
 
 
+@doc_params(model_groupby=MODEL_GROUPBY)
 def randomization_check(
     adata: AnnData,
     groupby: str,
@@ -98,10 +100,7 @@ def randomization_check(
 
     Parameters
     ----------
-    adata
-        AnnData with a fitted model under ``key``.
-    groupby
-        Categorical ``obs`` column defining the groups.
+    {model_groupby}
     key
         The model key.
     n_randomizations

@@ -8,6 +8,7 @@ from typing import Literal
 from anndata import AnnData
 
 from .._attribution import Reduction, check_reduction
+from .._docs import MODEL_GROUPBY, doc_params
 from .._ranking import (
     MIN_GROUP_SIZE,
     SCORES,
@@ -24,6 +25,7 @@ from .._view import model_view
 __all__ = ["rank_features", "SCORES", "score_label", "MIN_GROUP_SIZE", "SmallGroupWarning"]
 
 
+@doc_params(model_groupby=MODEL_GROUPBY)
 def rank_features(
     adata: AnnData,
     groupby: str,
@@ -46,10 +48,7 @@ def rank_features(
 
     Parameters
     ----------
-    adata
-        AnnData with a fitted model under ``key``.
-    groupby
-        Categorical ``obs`` column defining the groups.
+    {model_groupby}
     key
         The model key.
     reduction
