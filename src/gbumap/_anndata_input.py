@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ._validation import Matrix, as_matrix
+from ._validation import Matrix, as_matrix, missing_key_error, obs_column, obs_groups
 
 __all__ = [
     "InputChoice",
@@ -29,13 +29,6 @@ __all__ = [
 # How many cells verify that (X - mean) @ varm["PCs"] reproduces a stored obsm["X_pca"], and how closely.
 _VERIFY_CELLS = 2000
 _VERIFY_RTOL = 1e-3
-
-
-def missing_key_error(kind: str, key: str, existing) -> KeyError:
-    names = sorted(map(str, existing))
-    shown = ", ".join(repr(n) for n in names[:30]) or "none"
-    more = f" (and {len(names) - 30} more)" if len(names) > 30 else ""
-    return KeyError(f"{kind} {key!r} not found. Available {kind} keys: {shown}{more}.")
 
 
 @dataclass
@@ -248,11 +241,10 @@ def obs_batches(adata: AnnData, batch_key: str | None, *, what: str = "adata") -
         return None
     if not isinstance(batch_key, str):
         raise TypeError(f"batch_key must be an obs column name (str); got {type(batch_key).__name__}.")
-    if batch_key not in adata.obs.columns:
-        raise missing_key_error(f"obs column (batch_key, in {what})", batch_key, adata.obs.columns)
+    column = obs_column(adata, batch_key, what=f"obs column (batch_key, in {what})")
     from ._batch_correction import batch_labels
 
-    return batch_labels(adata.obs[batch_key], name=f"obs[{batch_key!r}] of {what}")
+    return batch_labels(column, name=f"obs[{batch_key!r}] of {what}")
 
 
 def guard_model_key(adata: AnnData, key: str) -> None:
@@ -309,17 +301,10 @@ def select_cells(
     rows = select_obs(adata, obs)
     parts = [] if obs is None else ["selected cells"]
     if groupby is not None:
-        if groupby not in adata.obs.columns:
-            raise missing_key_error("obs column", groupby, adata.obs.columns)
-        wanted = [group] if isinstance(group, str) else [str(g) for g in group]
-        labels = adata.obs[groupby].astype(str)
-        present = set(labels.unique())
-        unknown = [g for g in wanted if g not in present]
-        if unknown:
-            raise KeyError(f"Groups {unknown} not in obs[{groupby!r}]; it has {sorted(present)}.")
-        in_group = np.flatnonzero(labels.isin(wanted).to_numpy())
+        chosen = obs_groups(adata, groupby, group, what="group")
+        in_group = np.flatnonzero(chosen.group_of >= 0)
         rows = np.intersect1d(rows, in_group) if obs is not None else in_group
-        parts.append(f"{groupby} = {', '.join(wanted)}")
+        parts.append(f"{groupby} = {', '.join(chosen.names)}")
     if len(rows) == 0:
         raise ValueError("The selection contains no cells.")
     return rows, " & ".join(parts) if parts else "all cells"

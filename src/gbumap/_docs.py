@@ -1,4 +1,4 @@
-"""Parameter descriptions shared by docstrings of ``get`` and ``pl`` (as scanpy's ``_doc_params``)."""
+"""Parameter descriptions shared by docstrings of ``tl``, ``get`` and ``pl`` (as scanpy's ``_doc_params``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,12 @@ SHOW_SAVE = """\
         Path to write the figure to (``True``: ``sc.settings.figdir``).
     return_fig
         Return the matplotlib figure."""
+
+MODEL_GROUPBY = """\
+    adata
+        AnnData with a fitted model under ``key``.
+    groupby
+        Categorical ``obs`` column defining the groups."""
 
 CELL_SELECTION = """\
     obs

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["as_matrix", "check_finite", "check_batch_size", "looks_like_counts", "Matrix"]
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
+
+__all__ = [
+    "GroupLabels",
+    "Matrix",
+    "as_matrix",
+    "check_batch_size",
+    "check_finite",
+    "looks_like_counts",
+    "missing_key_error",
+    "obs_column",
+    "obs_groups",
+]
 
 Matrix = np.ndarray | sp.csr_matrix  # or, where documented, a Dask array of either (gbumap._dask)
 
@@ -115,3 +131,145 @@ def _all_finite(values: np.ndarray) -> bool:
     else:
         step = max(1, _FINITE_BLOCK // max(int(np.prod(values.shape[1:])), 1))
     return all(np.isfinite(values[i : i + step]).all() for i in range(0, values.shape[0], step))
+
+
+def missing_key_error(kind: str, key: str, existing) -> KeyError:
+    """A ``KeyError`` naming ``key`` and listing the keys that exist (the first 30)."""
+    names = sorted(map(str, existing))
+    shown = ", ".join(repr(n) for n in names[:30]) or "none"
+    more = f" (and {len(names) - 30} more)" if len(names) > 30 else ""
+    return KeyError(f"{kind} {key!r} not found. Available {kind} keys: {shown}{more}.")
+
+
+def obs_column(adata: AnnData, key: str, *, what: str = "obs column") -> pd.Series:
+    """``adata.obs[key]``; a ``KeyError`` listing the columns that exist when it is missing."""
+    if key not in adata.obs.columns:
+        raise missing_key_error(what, key, adata.obs.columns)
+    return adata.obs[key]
+
+
+@dataclass(frozen=True)
+class GroupLabels:
+    """The groups of cells an ``obs`` column defines, and the ones a tool works on.
+
+    ``categories`` are all the column's groups that have cells, as strings, in
+    the column's category order (sorted values for a column that is not
+    categorical); ``names`` the groups chosen, in the order asked.
+    """
+
+    groupby: str
+    categories: list[str]
+    codes: np.ndarray  # per cell, the position of its group in ``categories`` (-1: no label)
+    names: list[str]
+    sizes: np.ndarray  # cells in each group of ``names``
+
+    @property
+    def name_codes(self) -> np.ndarray:
+        """The position of each chosen group in ``categories``."""
+        return np.array([self.categories.index(g) for g in self.names], dtype=np.int64)
+
+    @property
+    def group_of(self) -> np.ndarray:
+        """Per cell, the position of its group in ``names`` (-1: no label, or a group not chosen)."""
+        lookup = np.full(len(self.categories) + 1, -1)
+        lookup[self.name_codes] = np.arange(len(self.names))
+        return lookup[self.codes]  # code -1 reads the last entry, -1
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """Rows of the cells with a label."""
+        return np.flatnonzero(self.codes >= 0)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Every cell's group name (``None`` without a label), an object array."""
+        out = np.full(len(self.codes), None, dtype=object)
+        out[self.codes >= 0] = np.asarray(self.categories, dtype=object)[self.codes[self.codes >= 0]]
+        return out
+
+    def rows(self, name: str) -> np.ndarray:
+        """Rows of the cells in group ``name``."""
+        return np.flatnonzero(self.codes == self.categories.index(name))
+
+
+def obs_groups(
+    adata: AnnData,
+    groupby: str,
+    groups: str | Sequence[str] | None = None,
+    *,
+    min_groups: int = 1,
+    min_cells: int = 1,
+    purpose: str = "",
+    what: str = "groups",
+) -> GroupLabels:
+    """Check ``obs[groupby]`` as cell groups and the ``groups`` asked of it; one helper for every tool.
+
+    Raises, naming the problem and the fix, before anything is computed:
+    ``KeyError`` when the column is missing (listing the columns) or a group
+    asked is not among its groups (listing them); ``ValueError`` when the
+    column has fewer than ``min_groups`` groups with cells, when ``groups``
+    is empty or names a group twice, or when a chosen group has fewer than
+    ``min_cells`` cells. ``purpose`` completes the last message (why the
+    tool needs that many cells). Group names are compared as strings, as
+    results store them.
+
+    Parameters
+    ----------
+    adata
+        The AnnData.
+    groupby
+        The ``obs`` column; categorical, or any column that converts to one
+        (strings, integers, booleans). Cells without a label (NaN) are in no group.
+    groups
+        A group, several, or ``None`` for every group with cells.
+    min_groups
+        Fewest groups with cells the column must have.
+    min_cells
+        Fewest cells each chosen group must have.
+    purpose
+        Appended to the error on too small groups.
+    what
+        The argument's name in messages (``"groups"``, ``"group"``).
+
+    Returns
+    -------
+    GroupLabels
+    """
+    labels = obs_column(adata, groupby)
+    if not isinstance(labels.dtype, pd.CategoricalDtype):
+        labels = labels.astype("category")
+    all_categories = [str(c) for c in labels.cat.categories]
+    codes = labels.cat.codes.to_numpy()
+    counts = np.bincount(codes[codes >= 0], minlength=len(all_categories))
+    present = np.flatnonzero(counts)
+    remap = np.full(len(all_categories) + 1, -1)
+    remap[present] = np.arange(len(present))
+    categories = [all_categories[c] for c in present]
+    codes = remap[codes]  # code -1 (no label) reads the last entry, -1
+    if len(categories) < min_groups:
+        only = f"({categories[0]!r})" if categories else "(no labelled cells)"
+        if min_groups == 2 and categories:
+            raise ValueError(
+                f"obs[{groupby!r}] has a single group among its cells {only}; groups are explained against "
+                "each other, so it needs at least two groups."
+            )
+        raise ValueError(f"obs[{groupby!r}] has {len(categories)} group(s) among its cells {only}; at least "
+                         f"{min_groups} needed. Choose a column that labels the cells.")
+    if groups is None:
+        names = list(categories)
+    else:
+        names = [groups] if isinstance(groups, str) else [str(g) for g in groups]
+        if not names:
+            raise ValueError(f"{what} is empty; name at least one group of obs[{groupby!r}].")
+        if len(set(names)) != len(names):
+            twice = sorted({g for g in names if names.count(g) > 1})
+            raise ValueError(f"{what} names {twice} more than once; name each group once.")
+        unknown = [g for g in names if g not in categories]
+        if unknown:
+            raise KeyError(f"Groups {unknown} are not among the groups of obs[{groupby!r}]: {categories}.")
+    sizes = np.bincount(codes[codes >= 0], minlength=len(categories))[[categories.index(g) for g in names]]
+    small = [g for g, n in zip(names, sizes) if n < min_cells]
+    if small:
+        counted = ", ".join(f"{g!r}: {int(n)}" for g, n in zip(names, sizes) if n < min_cells)
+        raise ValueError(f"Groups {small} have fewer than {min_cells} cells ({counted}){purpose}.")
+    return GroupLabels(groupby, categories, codes, names, sizes)

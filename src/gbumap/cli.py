@@ -30,12 +30,11 @@ def _summary(adata, key: str, groupby: str | None, n_top: int = 5) -> str:
     ]
     rank_key = f"rank_features_{key}"
     if groupby is not None and rank_key in adata.uns:
-        from .tl._rank import score_label
+        from ._ranking import MIN_GROUP_SIZE, score_label
 
         params = adata.uns[rank_key]["params"]
         label = score_label(str(params.get("score", "logfc")), _stored_reduction(params), key)
         from .get._rank import _ranked_group_sizes
-        from .tl._rank import MIN_GROUP_SIZE
 
         sizes = _ranked_group_sizes(adata, rank_key)
         lines.append(f"top genes per {groupby} (ranked by {label}):")

@@ -9,18 +9,17 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._results import find_result
+
 __all__ = ["gene_set_scores"]
 
 
 def _result(adata: AnnData, key: str) -> tuple[np.ndarray, Mapping]:
-    if key not in adata.obsm or key not in adata.uns:
-        found = [k for k, v in adata.uns.items() if isinstance(v, Mapping) and "sets" in v and k in adata.obsm]
-        shown = ", ".join(repr(k) for k in found) or "none"
-        raise KeyError(
-            f"No gene-set contributions under obsm[{key!r}] and uns[{key!r}]; run "
-            f"gbumap.tl.gene_set_contributions(adata, gene_sets) first. Gene-set results here: {shown}."
-        )
-    return np.asarray(adata.obsm[key]), adata.uns[key]
+    run = "run gbumap.tl.gene_set_contributions(adata, gene_sets) first"
+    result = find_result(adata, key, "gene_sets", hint=run)
+    if key not in adata.obsm:
+        raise KeyError(f"No gene-set contributions under obsm[{key!r}] beside uns[{key!r}]; {run}.")
+    return np.asarray(adata.obsm[key]), result
 
 
 def gene_set_scores(adata: AnnData, key: str = "gene_sets_gbumap", *, reduction: str | int | None = "l2") -> AnnData:

@@ -22,10 +22,9 @@ import pandas as pd
 from anndata import AnnData
 
 from .._anndata_input import missing_key_error, select_obs
-from .._validation import check_batch_size
+from .._results import find_result, select_group
+from .._validation import check_batch_size, obs_groups
 from .._view import ModelView, model_view
-from ..tl._contrast import read_contrast
-from ..tl._rank import check_groupby
 
 __all__ = ["cell_contrast", "oriented_contributions", "FRAMES"]
 
@@ -40,9 +39,7 @@ def _embedding(adata: AnnData, view: ModelView) -> np.ndarray:
 
 
 def _labels(adata: AnnData, groupby: str) -> np.ndarray:
-    check_groupby(adata, groupby)
-    labels = adata.obs[groupby].astype(object).to_numpy()
-    return np.where(pd.notna(labels), labels.astype(str), None)
+    return obs_groups(adata, groupby, min_groups=2).labels
 
 
 def _group_centres(
@@ -61,7 +58,8 @@ def _group_centres(
 
 def _contrast_frame(adata: AnnData, view: ModelView, contrast_key: str, group: str | None, batch_size: int):
     """The unit shift of a stored contrast and its reference's mean contributions and position."""
-    result, group = read_contrast(adata, contrast_key, group)
+    result = find_result(adata, contrast_key, "contrast")
+    group = select_group(result, contrast_key, group, "contrasts", "contrasted")
     params = result["params"]
     if str(params.get("model_key", view.key)) != view.key:
         raise ValueError(
@@ -255,12 +253,7 @@ def cell_contrast(
         reference = labels[row]
         if reference is None:
             raise ValueError(f"Cell {cell!r} has no {groupby!r} label; pass reference= a group to measure from.")
-    present = sorted({lab for lab in labels if lab is not None})
-    if reference not in present:
-        raise KeyError(f"{reference!r} is not among the groups of obs[{groupby!r}]: {present}.")
-    members = np.flatnonzero(labels == reference)
-    if len(members) < 2:
-        raise ValueError(f"Group {reference!r} has {len(members)} cell; a reference needs at least 2.")
+    obs_groups(adata, groupby, reference, min_cells=2, purpose="; a reference needs at least 2", what="reference")
     mean_contrib, mean_pos = _group_centres(adata, view, labels, [reference], batch_size)[reference]
     _, contrib = next(view.iter_contributions(adata, np.array([row])))
     terms = contrib[0].astype(np.float64) - mean_contrib

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import pandas as pd
 from anndata import AnnData
+
+from .._results import find_result
 
 __all__ = ["quality"]
 
@@ -28,13 +28,6 @@ def quality(adata: AnnData, key: str = "gbumap_quality") -> pd.DataFrame:
     --------
     >>> gbumap.get.quality(adata)[["knn_preservation", "radial_anisotropy"]]  # doctest: +SKIP
     """
-    if key not in adata.uns:
-        found = [k for k, v in adata.uns.items() if isinstance(v, Mapping) and "params" in v and "basis" in v["params"]]
-        shown = ", ".join(repr(k) for k in found) or "none"
-        raise KeyError(
-            f"No gbumap.tl.quality result under uns[{key!r}]; run gbumap.tl.quality(adata, ...) first. "
-            f"Quality results in this AnnData: {shown}."
-        )
-    result = adata.uns[key]
+    result = find_result(adata, key, "quality", hint="run gbumap.tl.quality(adata, ...) first")
     bases = [str(b) for b in result["params"]["basis"]]
     return pd.DataFrame({b: dict(result[b]) for b in bases}).T.rename_axis("basis")

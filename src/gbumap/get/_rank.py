@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._results import KINDS, RANKED_FIELDS, SCANPY_RANKED_FIELDS, find_ranking, result_groups
+
 __all__ = ["rank_features_df", "RANK_FIELDS", "GROUP_FIELDS"]
 
-#: Rank-ordered per-group fields, as in ``sc.tl.rank_genes_groups``.
-RANK_FIELDS = ("names", "scores", "logfoldchanges", "pvals", "pvals_adj")
+#: Rank-ordered per-group fields, as in ``sc.tl.rank_genes_groups`` (owned by :mod:`gbumap._results`).
+RANK_FIELDS = SCANPY_RANKED_FIELDS
 #: Further rank-ordered per-group fields written by ``tl.rank_features``.
-GROUP_FIELDS = ("pct_nz_group", "pct_nz_reference", "mean_contribution", "mean_expression")
-#: Rank-ordered per-group fields written by ``tl.contrast``.
-CONTRAST_FIELDS = ("share", "across", "difference_term", "context_term", "covariance_term")
-#: Rank-ordered per-group fields written by ``tl.rank_knockouts``.
-KNOCKOUT_FIELDS = ("shift", "exact_scores", "exact_shift")
-#: Rank-ordered per-group fields written by ``tl.gene_set_contributions``.
-GENE_SET_FIELDS = ("overlap", "overlap_genes")
-#: Rank-ordered per-group fields written by ``tl.stability``.
-STABILITY_FIELDS = ("median_rank", "rank_iqr", "top_fraction")
+GROUP_FIELDS = tuple(f for f in KINDS["rank_features"].ranked if f not in SCANPY_RANKED_FIELDS)
 # Results written by gbumap 0.1 kept genes × groups DataFrames under these keys instead.
 _LEGACY_TABLES = {
     "pct_nz_group": "pts",
@@ -69,16 +63,13 @@ def rank_features_df(
     --------
     >>> gbumap.get.rank_features_df(adata, "CD14+ Monocyte").head()  # doctest: +SKIP
     """
-    if key not in adata.uns:
-        found = [k for k, v in adata.uns.items() if isinstance(v, Mapping) and "names" in v and "params" in v]
-        shown = ", ".join(repr(k) for k in found) or "none"
-        raise KeyError(
-            f"No ranking under uns[{key!r}]; run gbumap.tl.rank_features (or tl.contrast, tl.rank_knockouts, "
-            "tl.gene_set_contributions with groupby) first. "
-            f"Rankings here: {shown}."
-        )
-    result = adata.uns[key]
-    available = list(result["names"].dtype.names)
+    result = find_ranking(
+        adata,
+        key,
+        "run gbumap.tl.rank_features (or tl.contrast, tl.rank_knockouts, tl.gene_set_contributions with groupby, "
+        "tl.stability with groupby) first",
+    )
+    available = result_groups(result)
     groups = available if group is None else ([group] if isinstance(group, str) else list(group))
     unknown = [g for g in groups if g not in available]
     if unknown:
@@ -87,17 +78,11 @@ def rank_features_df(
     for g in groups:
         names = np.asarray(result["names"][g]).astype(str)
         frame = pd.DataFrame({"names": names})
-        for field in RANK_FIELDS[1:]:
+        for field in RANKED_FIELDS[1:]:
             if field in result:
                 frame[field] = np.asarray(result[field][g])
-        for field in GROUP_FIELDS:
-            if field in result:
-                frame[field] = np.asarray(result[field][g])
-            elif _LEGACY_TABLES[field] in result and isinstance(result[_LEGACY_TABLES[field]], pd.DataFrame):
+            elif field in _LEGACY_TABLES and isinstance(result.get(_LEGACY_TABLES[field]), pd.DataFrame):
                 frame[field] = result[_LEGACY_TABLES[field]][g].reindex(names).to_numpy()
-        for field in CONTRAST_FIELDS + GENE_SET_FIELDS + KNOCKOUT_FIELDS + STABILITY_FIELDS:
-            if field in result:
-                frame[field] = np.asarray(result[field][g])
         if len(groups) > 1:
             frame.insert(0, "group", g)
         frames.append(frame)
@@ -111,7 +96,7 @@ def _ranked_group_sizes(adata: AnnData, key: str) -> dict[str, int]:
     (groups it cannot count are left out).
     """
     result = adata.uns[key]
-    groups = list(result["names"].dtype.names)
+    groups = result_groups(result)
     if "group_sizes" in result:
         sizes = result["group_sizes"]
         return {g: int(np.asarray(sizes[g]).ravel()[0]) for g in groups}

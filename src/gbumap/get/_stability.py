@@ -9,6 +9,8 @@ import numpy as np
 from anndata import AnnData
 
 from .._registry import RegistryError, read_record
+from .._results import find_result
+from .._runs import load_run_weights, run_model
 
 __all__ = ["stability_models"]
 
@@ -42,15 +44,7 @@ def stability_models(adata: AnnData, key: str = "stability_gbumap") -> list:
     >>> [m.random_state for m in models]  # doctest: +SKIP
     >>> runs = [m.transform(adata.X) for m in models]  # doctest: +SKIP
     """
-    from ..tl._stability import _run_model, load_run_weights
-
-    result = adata.uns.get(key)
-    if not isinstance(result, Mapping) or "models" not in result or "params" not in result:
-        found = [k for k, v in adata.uns.items() if isinstance(v, Mapping) and "models" in v and "alignment" in v]
-        raise KeyError(
-            f"No stability result under uns[{key!r}]; run gbumap.tl.stability first. "
-            f"Stability results here: {', '.join(map(repr, found)) or 'none'}."
-        )
+    result = find_result(adata, key, "stability")
     model_key = str(result["params"]["model_key"])
     reference = read_record(adata, model_key).model
     stored = result["models"]
@@ -75,5 +69,5 @@ def stability_models(adata: AnnData, key: str = "stability_gbumap") -> list:
             if loss.ndim != 1 or not np.issubdtype(loss.dtype, np.floating):
                 raise RegistryError(f"{where}['loss'] must be a 1-D float array.")
             info = {"loss": loss, "seconds": float(seconds[i]) if i < len(seconds) else float("nan")}
-        models.append(_run_model(reference, encoder.eval(), int(seed), info))
+        models.append(run_model(reference, encoder.eval(), int(seed), info))
     return models

@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._docs import SHOW_SAVE, doc_params
-from ..tl._contrast import read_contrast
+from .._results import find_result, select_group
 from ._utils import finish, group_colors, plot_shell
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,7 +86,8 @@ def contrast(
     import matplotlib.pyplot as plt
     import scanpy as sc
 
-    result, group = read_contrast(adata, key, group)
+    result = find_result(adata, key, "contrast")
+    group = select_group(result, key, group, "contrasts", "contrasted")
     if "terms" not in result:
         raise KeyError(f"uns[{key!r}] holds no per-axis terms (written by an older gbumap); rerun gbumap.tl.contrast.")
     if isinstance(n_genes, bool) or int(n_genes) < 0:

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata_input import missing_key_error
 from .._attribution import reduction_label
+from .._validation import obs_column
 from ..get._summaries import l2_summary
 from ._utils import embedding_key, group_colors, model
 
@@ -125,8 +125,8 @@ def explorer_data(
         raise ValueError(f"max_cells must be a positive integer; got {max_cells!r}.")
     if isinstance(n_genes, bool) or int(n_genes) < 1:
         raise ValueError(f"n_genes must be a positive integer; got {n_genes!r}.")
-    if groupby is not None and groupby not in adata.obs.columns:
-        raise missing_key_error("obs column", groupby, adata.obs.columns)
+    if groupby is not None:
+        obs_column(adata, groupby)
     view = model(adata, key)
     names = view.feature_names
     n_axes = int(view.estimator.n_components)

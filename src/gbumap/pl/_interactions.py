@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +12,7 @@ from anndata import AnnData
 
 from .._anndata_input import missing_key_error
 from .._docs import SHOW_SAVE, doc_params
+from .._results import KINDS, TAG, find_result
 from ._utils import finish, panel_grid, plot_shell
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,10 +72,8 @@ def interaction_modules(
     """
     import scanpy as sc
 
-    if key not in adata.uns or not isinstance(adata.uns[key], Mapping) or "reconstruction_gap" not in adata.uns[key]:
-        raise KeyError(f"No interaction modules under uns[{key!r}]; run gbumap.tl.interaction_modules first.")
-    result = adata.uns[key]
-    views = [v for v in result if v not in ("params", "reconstruction_gap")]
+    result = find_result(adata, key, "interaction_modules")
+    views = [v for v in result if v not in KINDS["interaction_modules"].fields + (TAG,)]
     if view not in views:
         raise KeyError(f"View {view!r} not in uns[{key!r}]; it holds {views}.")
     loadings: pd.DataFrame = result[view]["loadings"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -9,8 +10,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata_input import missing_key_error
 from .._docs import SHOW_SAVE, doc_params
+from .._results import find_result
+from .._validation import obs_column
 from ._utils import finish, group_colors, plot_shell
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,23 +22,20 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["perturbation"]
 
 
-def _result(adata: AnnData, key: str, first_order: bool) -> tuple[dict, np.ndarray]:
+def _result(adata: AnnData, key: str, first_order: bool) -> tuple[Mapping, np.ndarray]:
     field = f"{key}_first_order" if first_order else key
-    if key not in adata.uns or field not in adata.obsm:
-        raise KeyError(
-            f"No perturbation under uns[{key!r}] / obsm[{field!r}]; run gbumap.tl.perturb(adata, genes, "
-            f"key_added={key!r}) first."
-        )
-    return adata.uns[key], np.asarray(adata.obsm[field], dtype=np.float64)
+    run = f"run gbumap.tl.perturb(adata, genes, key_added={key!r}) first"
+    result = find_result(adata, key, "perturb", hint=run)
+    if field not in adata.obsm:
+        raise KeyError(f"No perturbation under obsm[{field!r}] beside uns[{key!r}]; {run}.")
+    return result, np.asarray(adata.obsm[field], dtype=np.float64)
 
 
 def _arrow_colors(adata: AnnData, color: str, picked: np.ndarray) -> tuple[list[str], dict[str, str]]:
     """One colour per arrow from the group's palette (``uns[f"{color}_colors"]``, else scanpy's default)."""
     import scanpy as sc
 
-    if color not in adata.obs.columns:
-        raise missing_key_error("obs column", color, adata.obs.columns)
-    labels = adata.obs[color]
+    labels = obs_column(adata, color)
     if not isinstance(labels.dtype, pd.CategoricalDtype):
         if pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels):
             raise ValueError(f"color must be a categorical obs column (groups); obs[{color!r}] is numeric.")

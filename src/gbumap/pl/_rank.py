@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata_input import missing_key_error, sharing_arrays
-from .._docs import SHOW_SAVE, doc_params
-from ..tl._rank import score_label
 from .._attribution import Reduction
+from .._docs import MODEL_GROUPBY, SHOW_SAVE, doc_params
+from .._ranking import check_score, rank_groups, score_label, warn_small_groups
+from .._results import RANKING_KINDS, block_kind
+from .._validation import obs_column, obs_groups
 from ._utils import finish, group_colors, is_signed, model, panel_grid, resolve_reduction
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,7 +25,7 @@ __all__ = ["rank_features"]
 
 
 def _reusable(result: Any, groupby: str, key: str, reduction: Reduction, score: str | None) -> bool:
-    if not isinstance(result, Mapping) or "params" not in result or "names" not in result:
+    if block_kind(result) not in RANKING_KINDS or "params" not in result or "names" not in result:
         return False
     params = result["params"]
     return (
@@ -35,7 +36,7 @@ def _reusable(result: Any, groupby: str, key: str, reduction: Reduction, score: 
     )
 
 
-@doc_params(show_save=SHOW_SAVE)
+@doc_params(show_save=SHOW_SAVE, model_groupby=MODEL_GROUPBY)
 def rank_features(
     adata: AnnData,
     groupby: str,
@@ -62,16 +63,13 @@ def rank_features(
     genes with the highest ranking score. The ranking stored in
     ``uns[rank_key]`` is reused when it was computed for the same
     ``groupby``, model, ``reduction`` and (when given) ``score``; otherwise it
-    is computed on a light stand-in object sharing ``adata``'s matrices, and
+    is computed as :func:`gbumap.tl.rank_features` computes it, and
     ``adata`` is not modified. Axis labels and titles name the statistic
     drawn, as stored in the ranking's ``params["score"]``.
 
     Parameters
     ----------
-    adata
-        AnnData with a fitted model under ``key``.
-    groupby
-        Categorical ``obs`` column defining the groups.
+    {model_groupby}
     n_genes
         Genes shown per group.
     key
@@ -121,8 +119,7 @@ def rank_features(
     >>> gbumap.pl.rank_features(adata, "bulk_labels", n_genes=5)  # doctest: +SKIP
     >>> gbumap.pl.rank_features(adata, "bulk_labels", kind="dotplot")  # doctest: +SKIP
     """
-    if groupby not in adata.obs.columns:
-        raise missing_key_error("obs column", groupby, adata.obs.columns)
+    obs_column(adata, groupby)
     if kind not in ("bars", "dotplot"):
         raise ValueError(f"kind must be 'bars' or 'dotplot'; got {kind!r}.")
     if isinstance(n_genes, bool) or int(n_genes) < 1:
@@ -138,13 +135,10 @@ def rank_features(
             result = None
     else:
         result = None
-    if result is None:
-        from ..tl import rank_features as compute
-
-        shell = sharing_arrays(adata, obs_columns=[groupby], uns_keys=[key, f"{groupby}_colors"])
-        extra = {} if score is None else {"score": score}
-        compute(shell, groupby, key=key, reduction=reduction, key_added=rank_key, **extra)
-        result = shell.uns[rank_key]
+    if result is None:  # ranked here as tl.rank_features ranks, and not written
+        labels = obs_groups(adata, groupby, min_groups=2, min_cells=2, purpose="; ranking needs at least 2 per group")
+        warn_small_groups(labels.names, labels.sizes, groupby, None)
+        result = rank_groups(adata, view, labels, reduction=reduction, score=check_score(score or "weighted_mean"))
     label = score_label(str(result["params"].get("score", "logfc")), reduction, key)
 
     available = list(result["names"].dtype.names)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._docs import SHOW_SAVE, doc_params
+from .._results import find_result, select_group
 from ._utils import finish, plot_shell
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,10 +78,10 @@ def stability(
     import matplotlib.pyplot as plt
     import scanpy as sc
 
-    result = adata.uns.get(key)
+    result = find_result(adata, key, "stability")
     column = f"{key}_spread"
-    if not isinstance(result, Mapping) or "alignment" not in result or column not in adata.obs:
-        raise KeyError(f"No stability result under uns[{key!r}] and obs[{column!r}]; run gbumap.tl.stability first.")
+    if column not in adata.obs:
+        raise KeyError(f"No stability result under obs[{column!r}] beside uns[{key!r}]; run gbumap.tl.stability first.")
     if isinstance(n_genes, bool) or not isinstance(n_genes, (int, np.integer)) or n_genes < 1:
         raise ValueError(f"n_genes must be a positive integer; got {n_genes!r}.")
     params = result["params"]
@@ -89,9 +89,7 @@ def stability(
     if group is not None:
         if not has_ranking:
             raise ValueError(f"uns[{key!r}] holds no ranking; rerun gbumap.tl.stability with groupby=.")
-        groups = list(result["names"].dtype.names)
-        if str(group) not in groups:
-            raise KeyError(f"{group!r} is not ranked in uns[{key!r}]; it ranks {groups}.")
+        select_group(result, key, group)
     basis = str(params["model_key"]) if basis is None else basis
     frame = pd.DataFrame({"spread": np.asarray(adata.obs[column], dtype=np.float64)}, index=adata.obs_names.copy())
     shell = plot_shell(adata, basis, obs=frame)

@@ -1,4 +1,11 @@
-"""Tools: fit glass-box UMAP models and compute results that are written into AnnData."""
+"""Tools: fit glass-box UMAP models and compute results that are written into AnnData.
+
+Each tool that computes a result writes one block in ``uns`` (by default under
+a key such as ``"rank_features_<model key>"``; ``key_added=`` picks another),
+tagged with its kind and version. A ``key_added`` that holds a fitted model or another kind of
+result is refused before anything is computed, with an error that names the
+key and the fix; see the AnnData page of the docs.
+"""
 
 from ._contrast import contrast
 from ._contributions import contributions

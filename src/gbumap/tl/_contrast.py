@@ -2,51 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 from anndata import AnnData
 
-from .._validation import check_batch_size
+from .._ranking import records
+from .._results import KINDS, Result, result_key, write_result
+from .._validation import check_batch_size, obs_groups
 from .._view import GroupSums, ModelView, model_view
-from ._rank import _recarray, check_groupby
 
-__all__ = ["contrast", "read_contrast"]
-
-
-def read_contrast(adata: AnnData, key: str, group: str | None) -> tuple[Mapping, str]:
-    """The :func:`contrast` result under ``uns[key]`` and the group to read from it (the only one when ``None``)."""
-    if key not in adata.uns or not isinstance(adata.uns[key], Mapping) or "centroid_shift" not in adata.uns[key]:
-        found = [k for k, v in adata.uns.items() if isinstance(v, Mapping) and "centroid_shift" in v]
-        raise KeyError(f"No contrast under uns[{key!r}]; run gbumap.tl.contrast first. Contrasts here: {found or 'none'}.")
-    result = adata.uns[key]
-    groups = list(result["names"].dtype.names)
-    if group is None:
-        if len(groups) > 1:
-            raise ValueError(f"uns[{key!r}] contrasts several groups {groups}; pass group= one of them.")
-        group = groups[0]
-    if group not in groups:
-        raise KeyError(f"{group!r} is not contrasted in uns[{key!r}]; it holds {groups}.")
-    return result, group
-
-
-def _group_names(adata: AnnData, groupby: str, group: str | Sequence[str], reference: str) -> list[str]:
-    labels = adata.obs[groupby]
-    present = [str(g) for g in pd.unique(labels.dropna())]
-    groups = [group] if isinstance(group, str) else [str(g) for g in group]
-    if not groups:
-        raise ValueError("group is empty; name at least one group of obs[groupby].")
-    unknown = [g for g in groups + ([] if reference == "rest" else [reference]) if g not in present]
-    if unknown:
-        raise KeyError(f"{unknown} not among the groups of obs[{groupby!r}]: {present}.")
-    if reference in groups:
-        raise ValueError(
-            f"reference {reference!r} is also a group to contrast; a group's shift against itself is zero. "
-            "Choose another reference or reference='rest'."
-        )
-    return groups
+__all__ = ["contrast"]
 
 
 def _split_terms(view: ModelView, mean_group: GroupSums, mean_ref: GroupSums) -> tuple[np.ndarray, np.ndarray]:
@@ -157,14 +124,21 @@ def contrast(
         raise ValueError(f"score must be 'difference' or 'total'; got {score!r}.")
     view = model_view(adata, key)
     batch_size = check_batch_size(batch_size)
-    check_groupby(adata, groupby)
-    groups = _group_names(adata, groupby, group, reference)
+    groups = obs_groups(adata, groupby, group, min_groups=2, what="group").names
+    if reference != "rest":
+        obs_groups(adata, groupby, reference, what="reference")
+    if reference in groups:
+        raise ValueError(
+            f"reference {reference!r} is also a group to contrast; a group's shift against itself is zero. "
+            "Choose another reference or reference='rest'."
+        )
     if view.embedding_key not in adata.obsm:
         raise KeyError(
             f"obsm[{view.embedding_key!r}] not found; run gbumap.tl.fit(adata, key_added={key!r}) first."
         )
-    labels = adata.obs[groupby].astype(object).to_numpy()
-    labelled = np.flatnonzero(pd.notna(labels))
+    key_added = result_key(adata, "contrast", key_added, key)
+    labels = obs_groups(adata, groupby).labels
+    labelled = np.flatnonzero(labels != None)  # noqa: E711 - elementwise on objects
     cell_labels = labels[labelled].astype(str)  # group names are compared as strings, as they are stored
     named = groups + ([] if reference == "rest" else [reference])
     masks = {name: cell_labels == name for name in named}
@@ -181,7 +155,7 @@ def contrast(
     if reference == "rest":
         total = view.group_sums(adata, labelled, batch_size, jacobian)
 
-    fields = ("names", "scores", "share", "across", "difference_term", "context_term", "covariance_term")
+    fields = KINDS["contrast"].ranked
     columns: dict[str, dict[str, np.ndarray]] = {f: {} for f in fields}
     shift, gap = {}, {}
     axis_terms: list[dict[str, np.ndarray]] = [{} for _ in range(emb.shape[1])]
@@ -222,12 +196,10 @@ def contrast(
             "method": "gbumap_contrast",
             "model_key": key,
         },
-        "names": _recarray(columns["names"], "O"),
-        **{f: _recarray(columns[f], np.float64) for f in fields[1:]},
-        "centroid_shift": _recarray(shift, np.float64),
-        "terms": {f"axis_{d + 1}": _recarray(t, np.float64) for d, t in enumerate(axis_terms)},
-        "reconstruction_gap": _recarray(gap, np.float64),
+        "names": records(columns["names"], "O"),
+        **{f: records(columns[f], np.float64) for f in fields[1:]},
+        "centroid_shift": records(shift, np.float64),
+        "terms": {f"axis_{d + 1}": records(t, np.float64) for d, t in enumerate(axis_terms)},
+        "reconstruction_gap": records(gap, np.float64),
     }
-    target = adata.copy() if copy else adata
-    target.uns[key_added or f"contrast_{key}"] = result
-    return target if copy else None
+    return write_result(adata, key_added, Result("contrast", result), copy=copy)

@@ -12,9 +12,10 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._gmt import read_gmt
-from .._validation import check_batch_size
+from .._ranking import benjamini_hochberg, records
+from .._results import KINDS, Result, result_key, write_result
+from .._validation import GroupLabels, check_batch_size, obs_groups
 from .._view import ModelView, model_view
-from ._rank import _benjamini_hochberg, _recarray, check_groupby
 
 __all__ = ["GENE_SEPARATOR", "GeneSets", "gene_set_contributions"]
 
@@ -197,17 +198,10 @@ class _GroupSums:
         self.gene_nz += (onehot @ detected.astype(np.float64)).toarray()
 
 
-def _group_sums(adata: AnnData, groupby: str, n_sets: int, n_genes: int) -> _GroupSums:
-    labels = adata.obs[groupby]
-    if not isinstance(labels.dtype, pd.CategoricalDtype):
-        labels = labels.astype("category")
-    codes = labels.cat.codes.to_numpy()
-    present = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(labels.cat.categories)))
-    remap = np.full(len(labels.cat.categories) + 1, -1)
-    remap[present] = np.arange(len(present))
-    groups = [str(labels.cat.categories[c]) for c in present]
+def _group_sums(labels: GroupLabels, n_sets: int, n_genes: int) -> _GroupSums:
+    groups = labels.names  # every group with cells, in category order
     return _GroupSums(
-        codes=remap[codes],  # code -1 maps to the last entry, -1
+        codes=labels.group_of,
         groups=groups,
         set_l2=np.zeros((len(groups), n_sets)),
         gene_l2=np.zeros((len(groups), n_genes)),
@@ -233,9 +227,7 @@ def _ranking(sums: _GroupSums, sets: _Sets, feature_names: np.ndarray, n_top: in
     n_genes, n_seen = len(feature_names), sets.n_seen
     n_top = min(n_top, n_genes)
     names = np.asarray(sets.names, dtype=object)
-    fields: dict[str, dict[str, np.ndarray]] = {
-        f: {} for f in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "overlap", "overlap_genes")
-    }
+    fields: dict[str, dict[str, np.ndarray]] = {f: {} for f in KINDS["gene_sets"].ranked}
     top_genes = {}
     for gi, g in enumerate(sums.groups):
         top = np.argsort(-gene_score[gi], kind="stable")[:n_top]
@@ -248,15 +240,15 @@ def _ranking(sums: _GroupSums, sets: _Sets, feature_names: np.ndarray, n_top: in
         fields["scores"][g] = mean_in[gi][order]
         fields["logfoldchanges"][g] = lfc[gi][order]
         fields["pvals"][g] = pvals[order]
-        fields["pvals_adj"][g] = _benjamini_hochberg(pvals)[order]
+        fields["pvals_adj"][g] = benjamini_hochberg(pvals)[order]
         fields["overlap"][g] = overlap[order]
         fields["overlap_genes"][g] = np.array(
             [GENE_SEPARATOR.join(feature_names[top[inside[:, s]]]) for s in order], dtype=object
         )
         top_genes[g] = np.concatenate([feature_names[top], np.full(n_top - len(top), "")]).astype(object)
     dtypes = {"names": "O", "overlap_genes": "O", "overlap": np.int64, "logfoldchanges": np.float32}
-    result = {f: _recarray(cols, dtypes.get(f, np.float64)) for f, cols in fields.items()}
-    result["top_genes"] = _recarray(top_genes, "O")
+    result = {f: records(cols, dtypes.get(f, np.float64)) for f, cols in fields.items()}
+    result["top_genes"] = records(top_genes, "O")
     return result
 
 
@@ -372,9 +364,9 @@ def gene_set_contributions(
     min_genes = _check_positive(min_genes, "min_genes")
     feature_names = np.asarray(view.feature_names).astype(str)
     sets, dropped = _match_sets(_as_gene_sets(gene_sets), feature_names, min_genes, bool(drop_small))
-    if groupby is not None:
-        check_groupby(adata, groupby)
-    sums = None if groupby is None else _group_sums(adata, groupby, len(sets.names), len(feature_names))
+    labels = None if groupby is None else obs_groups(adata, groupby, min_groups=2)
+    key_added = result_key(adata, "gene_sets", key_added, key)
+    sums = None if labels is None else _group_sums(labels, len(sets.names), len(feature_names))
 
     terms = _set_terms(view, sets)
     values = np.empty((adata.n_obs, view.estimator.n_components, len(sets.names)), dtype=np.float32)
@@ -384,7 +376,6 @@ def gene_set_contributions(
         if sums is not None:
             sums.add(rows, block, jac, batch, view)
 
-    key_added = key_added or f"gene_sets_{key}"
     result: dict = {
         "params": {
             "model_key": key,
@@ -407,7 +398,4 @@ def gene_set_contributions(
             }
         )
         result.update(_ranking(sums, sets, feature_names, n_top))
-    target = adata.copy() if copy else adata
-    target.obsm[key_added] = values
-    target.uns[key_added] = result
-    return target if copy else None
+    return write_result(adata, key_added, Result("gene_sets", result, obsm={key_added: values}), copy=copy)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._results import Result, result_key, write_result
 from .._validation import check_batch_size
 from .._view import ModelView, model_view
 
@@ -130,7 +131,7 @@ def interaction_modules(
     loadings_of = (lambda v: v) if est.components_ is None else (lambda v: est.components_.astype(np.float64).T @ v)
     position = np.einsum("nk,dkl,nl->nd", inputs, forms, inputs)
     scale = float(np.abs(position).max()) or 1.0
-    key_added = key_added or f"modules_{key}"
+    key_added = result_key(adata, "interaction_modules", key_added, key)
     obsm, result = {}, {"params": {"model_key": key, "n_modules": int(n_modules)}, "reconstruction_gap": {}}
     for name, (values, vectors) in module_views(forms).items():
         activity = inputs @ vectors  # (cells, all modules)
@@ -150,8 +151,4 @@ def interaction_modules(
                 loadings_of(vectors[:, top]), index=pd.Index(view.feature_names.astype(str), name="gene"), columns=columns
             ),
         }
-    target = adata.copy() if copy else adata
-    for k, v in obsm.items():
-        target.obsm[k] = v
-    target.uns[key_added] = result
-    return target if copy else None
+    return write_result(adata, key_added, Result("interaction_modules", result, obsm=obsm), copy=copy)

@@ -5,58 +5,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 from anndata import AnnData
 
-from .._anndata_input import missing_key_error
-from .._validation import check_batch_size
+from .._ranking import records
+from .._results import KINDS, Result, result_key, write_result
+from .._validation import check_batch_size, obs_groups
 from .._view import ModelView, model_view
 from ._perturb import (
     agreement_rtol,
     as_float_array,
-    check_key_added,
     dense,
     embedding_scale,
     jacobian_at,
     stored_jacobian,
     target_vector,
 )
-from ._rank import _recarray
 
 __all__ = ["rank_knockouts"]
 
 # Cells × axes × genes float64 values held at once by the first-order pass (2**22: 32 MB per array).
 _BLOCK_VALUES = 2**22
-
-
-def _chosen_groups(adata: AnnData, groupby: str, groups: str | Sequence[str] | None) -> tuple[list[str], np.ndarray]:
-    """The groups to rank (those with cells, in category order, by default) and each cell's group index (-1: none)."""
-    if groupby not in adata.obs.columns:
-        raise missing_key_error("obs column", groupby, adata.obs.columns)
-    labels = adata.obs[groupby]
-    if not isinstance(labels.dtype, pd.CategoricalDtype):
-        labels = labels.astype("category")
-    categories = [str(c) for c in labels.cat.categories]
-    codes = labels.cat.codes.to_numpy()
-    counts = np.bincount(codes[codes >= 0], minlength=len(categories))
-    present = [c for c, n in zip(categories, counts) if n > 0]
-    if not present:
-        raise ValueError(f"obs[{groupby!r}] labels no cells.")
-    if groups is None:
-        wanted = present
-    else:
-        wanted = [groups] if isinstance(groups, str) else [str(g) for g in groups]
-        if not wanted:
-            raise ValueError("groups is empty; name at least one group, or pass None for all.")
-        if len(set(wanted)) != len(wanted):
-            raise ValueError("groups names a group more than once.")
-        unknown = [g for g in wanted if g not in present]
-        if unknown:
-            raise KeyError(f"Groups {unknown} are not among the groups of obs[{groupby!r}] with cells: {present}.")
-    lookup = np.full(len(categories) + 1, -1)
-    for i, g in enumerate(wanted):
-        lookup[categories.index(g)] = i
-    return wanted, lookup[codes]  # code -1 (NaN) reads lookup[-1] = -1
 
 
 def _knockout_targets(value, view: ModelView) -> tuple[np.ndarray, str]:
@@ -229,18 +197,17 @@ def rank_knockouts(
     batch_size = check_batch_size(batch_size)
     if isinstance(n_exact, bool) or not isinstance(n_exact, (int, np.integer)) or n_exact < 0:
         raise ValueError(f"n_exact must be an integer ≥ 0; got {n_exact!r}.")
-    wanted, group_of = _chosen_groups(adata, groupby, groups)
+    chosen = obs_groups(adata, groupby, groups)
+    wanted, group_of = chosen.names, chosen.group_of
     targets, label = _knockout_targets(value, view)
-    key_added = check_key_added(adata, key_added or f"rank_knockouts_{key}")
+    key_added = result_key(adata, "rank_knockouts", key_added, key)
 
     rows = np.flatnonzero(group_of >= 0)
     lengths, vectors, inputs = _first_order(adata, view, rows, group_of[rows], len(wanted), targets, batch_size)
     sizes = np.bincount(group_of[rows], minlength=len(wanted)).astype(np.float64)[:, None]
     scores, shift = lengths / sizes, np.linalg.norm(vectors / sizes[:, :, None], axis=1)
     n_top = min(int(n_exact), len(view.feature_names))
-    columns: dict[str, dict[str, np.ndarray]] = {
-        f: {} for f in ("names", "scores", "shift", "exact_scores", "exact_shift", "mean_expression")
-    }
+    columns: dict[str, dict[str, np.ndarray]] = {f: {} for f in KINDS["rank_knockouts"].ranked}
     for i, g in enumerate(wanted):
         order = np.argsort(-scores[i], kind="stable")
         exact_scores, exact_shift = np.full(len(order), np.nan), np.full(len(order), np.nan)
@@ -264,9 +231,7 @@ def rank_knockouts(
             "n_exact": n_top,
             "use_raw": False,
         },
-        "names": _recarray(columns.pop("names"), "O"),
-        **{f: _recarray(c, np.float64) for f, c in columns.items()},
+        "names": records(columns.pop("names"), "O"),
+        **{f: records(c, np.float64) for f, c in columns.items()},
     }
-    target = adata.copy() if copy else adata
-    target.uns[key_added] = result
-    return target if copy else None
+    return write_result(adata, key_added, Result("rank_knockouts", result), copy=copy)

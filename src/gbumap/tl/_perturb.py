@@ -7,7 +7,7 @@ cell) are also used by :func:`gbumap.tl.rank_knockouts`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Real
 
@@ -16,8 +16,9 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._anndata_input import missing_key_error, select_obs
-from .._validation import check_batch_size
+from .._anndata_input import select_obs
+from .._results import Result, result_key, write_result
+from .._validation import check_batch_size, obs_column
 from .._view import ModelView, model_view
 
 # perturb and, for tl.rank_knockouts, the shared pieces of a perturbation
@@ -25,7 +26,6 @@ __all__ = [
     "AGREEMENT_RTOL",
     "agreement_rtol",
     "as_float_array",
-    "check_key_added",
     "dense",
     "embedding_scale",
     "jacobian_at",
@@ -234,14 +234,6 @@ def embedding_scale(adata: AnnData, view: ModelView) -> float | None:
     return float(np.abs(np.asarray(adata.obsm[view.embedding_key])).max()) or 1.0
 
 
-def check_key_added(adata: AnnData, key_added: str) -> str:
-    """``key_added``, unless writing there would overwrite a stored model."""
-    existing = adata.uns.get(key_added)
-    if isinstance(existing, Mapping) and "projection" in existing and "params" in existing:
-        raise ValueError(f"uns[{key_added!r}] holds a gbumap model; choose another key_added.")
-    return key_added
-
-
 def agreement_rtol(est) -> float:
     return AGREEMENT_RTOL.get(str(est.dtype), AGREEMENT_RTOL["float32"])
 
@@ -438,12 +430,10 @@ def perturb(
         raise ValueError("obs selects no cells.")
     if len(np.unique(rows)) != len(rows):
         raise ValueError("obs names some cells more than once; name each cell once.")
-    if groupby is not None and groupby not in adata.obs.columns:
-        raise missing_key_error("obs column", groupby, adata.obs.columns)
-    if groupby is not None and adata.obs[groupby].iloc[rows].isna().all():
+    if groupby is not None and obs_column(adata, groupby).iloc[rows].isna().all():
         raise ValueError(f"None of the selected cells has a label in obs[{groupby!r}].")
     edit = _resolve_edit(value, fold_change, log1p, est.baseline_[gene_idx], len(rows))
-    key_added = check_key_added(adata, key_added or f"perturb_{key}")
+    key_added = result_key(adata, "perturb", key_added, key)
 
     moves = _moves(adata, view, rows, gene_idx, edit, batch_size)
     tol = agreement_rtol(est) * moves.scale
@@ -488,14 +478,11 @@ def perturb(
         out[rows] = values
         return out
 
-    target = adata.copy() if copy else adata
-    target.obsm[key_added] = full(moves.exact)
-    target.obsm[f"{key_added}_first_order"] = full(moves.first_order)
-    target.obs[f"{key_added}_deviation"] = full(moves.deviation)
+    obsm = {key_added: full(moves.exact), f"{key_added}_first_order": full(moves.first_order)}
+    obs = {f"{key_added}_deviation": full(moves.deviation)}
     if moves.flips is not None:
-        target.obs[f"{key_added}_flips"] = full(moves.flips)
-    target.uns[key_added] = result
-    return target if copy else None
+        obs[f"{key_added}_flips"] = full(moves.flips)
+    return write_result(adata, key_added, Result("perturb", result, obsm=obsm, obs=obs), copy=copy)
 
 
 def _gene_text(names: np.ndarray) -> str:

@@ -8,9 +8,11 @@ from typing import Any
 from anndata import AnnData
 
 from .._anndata_input import sharing_arrays
+from .._results import result_key
+from .._validation import obs_groups
 from ._contributions import contributions
 from ._fit import _fit
-from ._rank import check_groupby, rank_features
+from ._rank import rank_features
 
 __all__ = ["glassbox_umap"]
 
@@ -72,7 +74,8 @@ def glassbox_umap(
     True
     """
     if groupby is not None:  # fail before training, not after it
-        check_groupby(adata, groupby)
+        obs_groups(adata, groupby, min_groups=2, min_cells=2, purpose="; ranking needs at least 2 per group")
+        result_key(adata, "rank_features", None, key_added)
     if top_genes is not None and (isinstance(top_genes, bool) or int(top_genes) < 1):
         raise ValueError(f"top_genes must be a positive integer; got {top_genes!r}.")
     named = {

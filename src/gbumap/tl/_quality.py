@@ -11,7 +11,8 @@ from anndata import AnnData
 
 from .. import _layout_metrics as metrics
 from .._anndata_input import missing_key_error
-from .._validation import check_finite
+from .._results import Result, result_key, write_result
+from .._validation import check_finite, obs_column
 
 __all__ = ["quality"]
 
@@ -57,9 +58,7 @@ def _input_representation(adata: AnnData, use_rep: str | None, random_state: int
 
 
 def _obs_values(adata: AnnData, key: str, kind: str) -> np.ndarray:
-    if key not in adata.obs.columns:
-        raise missing_key_error(f"obs column ({kind})", key, adata.obs.columns)
-    return adata.obs[key].to_numpy()
+    return obs_column(adata, key, what=f"obs column ({kind})").to_numpy()
 
 
 def quality(
@@ -209,6 +208,7 @@ def quality(
             import importlib.util
 
             integration_metrics = importlib.util.find_spec("scib_metrics") is not None
+    key_added = result_key(adata, "quality", key_added)
     rep_name, rep = _input_representation(adata, use_rep, random_state)
 
     rng = np.random.default_rng(random_state)
@@ -253,6 +253,4 @@ def quality(
         result[key] = {name: float(v) for name, v in figures.items()}
     if "per_group_anisotropy" in result:
         result["per_group_anisotropy"] = pd.DataFrame(result["per_group_anisotropy"])
-    target = adata.copy() if copy else adata
-    target.uns[key_added] = result
-    return target if copy else None
+    return write_result(adata, key_added, Result("quality", result), copy=copy)

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import copy as copy_module
-import warnings
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata_input import sharing_arrays
-from .._attribution import Reduction
+from .._attribution import Reduction, check_reduction
+from .._docs import MODEL_GROUPBY, doc_params
+from .._ranking import check_score, rank_groups, ranked_values, warn_small_groups
 from .._registry import ModelRecord, encode_record
+from .._results import Result, result_key, write_result
+from .._runs import run_model, run_view
+from .._validation import check_batch_size, obs_groups
 from .._view import model_view
-from ._rank import SCORES, SmallGroupWarning, check_groupby, rank_features
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["randomization_check", "randomized_registry"]
-
-_SCRATCH_KEY = "_gbumap_randomized"
+__all__ = ["randomization_check", "randomized_model", "randomized_registry"]
 
 
 def _randomized(module: torch.nn.Module, method: str, seed: int) -> torch.nn.Module:
@@ -48,23 +48,21 @@ def _randomized(module: torch.nn.Module, method: str, seed: int) -> torch.nn.Mod
     return out
 
 
+def randomized_model(record: ModelRecord, method: str, seed: int):
+    """``record``'s model with a randomised encoder (:func:`_randomized`), sharing everything else."""
+    return run_model(record.model, _randomized(record.model.encoder_, method, seed), None)
+
+
 def randomized_registry(record: ModelRecord, method: str, seed: int) -> dict:
-    """``uns`` registry of ``record``'s model with a randomised encoder, everything else unchanged."""
-    model = copy_module.copy(record.model)  # shares the projection; gets its own encoder
-    model.encoder_ = _randomized(record.model.encoder_, method, seed)
-    return encode_record(record.replace(model=model))
+    """``uns`` registry of ``record``'s model with a randomised encoder, everything else unchanged.
+
+    For storing a randomised model in an AnnData (``benchmarks/ranking_scores.py`` does);
+    :func:`randomization_check` ranks the randomised models without storing them.
+    """
+    return encode_record(record.replace(model=randomized_model(record, method, seed)))
 
 
-def _group_values(result, genes: np.ndarray, field: str) -> np.ndarray:
-    """``(n_groups, n_genes)`` values of a ranking's per-group ``field``, in the order of ``genes``."""
-    index = pd.Index(genes)
-    out = np.empty((len(result["names"].dtype.names), len(genes)))
-    for i, group in enumerate(result["names"].dtype.names):
-        order = index.get_indexer(np.asarray(result["names"][group]).astype(str))
-        out[i, order] = np.asarray(result[field][group], dtype=np.float64)
-    return out
-
-
+@doc_params(model_groupby=MODEL_GROUPBY)
 def randomization_check(
     adata: AnnData,
     groupby: str,
@@ -102,10 +100,7 @@ def randomization_check(
 
     Parameters
     ----------
-    adata
-        AnnData with a fitted model under ``key``.
-    groupby
-        Categorical ``obs`` column defining the groups.
+    {model_groupby}
     key
         The model key.
     n_randomizations
@@ -144,37 +139,38 @@ def randomization_check(
     """
     from scipy.stats import spearmanr
 
-    check_groupby(adata, groupby)
+    labels = obs_groups(adata, groupby, min_groups=2, min_cells=2, purpose="; ranking needs at least 2 per group")
     if isinstance(n_randomizations, bool) or int(n_randomizations) < 1:
         raise ValueError(f"n_randomizations must be a positive integer; got {n_randomizations!r}.")
     if method not in ("reinit", "shuffle"):
         raise ValueError(f"method must be 'reinit' or 'shuffle'; got {method!r}.")
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {', '.join(map(repr, SCORES))}; got {score!r}.")
+    check_score(score)
     if isinstance(n_top, bool) or int(n_top) < 1:
         raise ValueError(f"n_top must be a positive integer; got {n_top!r}.")
     view = model_view(adata, key)
+    reduction = check_reduction(reduction, view.estimator.n_components)
+    batch_size = check_batch_size(batch_size)
+    key_added = result_key(adata, "randomization", key_added, key)
     genes = view.feature_names
     n_top = min(int(n_top), len(genes))
 
-    # work on a shell sharing adata's arrays: adata itself is written only at the end
-    shell = sharing_arrays(adata, obs_columns=[groupby], uns_keys=[key])
-    rank_features(shell, groupby, key=key, score=score, reduction=reduction, key_added="trained", batch_size=batch_size)
-    trained = _group_values(shell.uns["trained"], genes, "scores")
-    trained_mean = _group_values(shell.uns["trained"], genes, "mean_contribution")
-    groups = list(shell.uns["trained"]["names"].dtype.names)
+    # the trained model and every randomised copy are ranked as tl.rank_features ranks; nothing is written
+    # until the end, and the randomised models are never stored
+    warn_small_groups(labels.names, labels.sizes, groupby, None)
+    ranking = dict(reduction=reduction, score=score, batch_size=batch_size)
+    trained_ranking = rank_groups(adata, view, labels, **ranking)
+    trained = ranked_values(trained_ranking, genes, "scores")
+    trained_mean = ranked_values(trained_ranking, genes, "mean_contribution")
+    groups = list(trained_ranking["names"].dtype.names)
     top_trained = np.argsort(-trained, axis=1, kind="stable")[:, :n_top]
 
     overlaps, correlations = [], []
     for r in range(int(n_randomizations)):
-        # no stored Jacobians under this key: the contributions are computed from the randomised model
-        shell.uns[_SCRATCH_KEY] = randomized_registry(view.record, method, int(random_state) + r)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SmallGroupWarning)  # said once, by the trained model's ranking
-            rank_features(shell, groupby, key=_SCRATCH_KEY, score=score, reduction=reduction, key_added="random",
-                          batch_size=batch_size)
-        random_scores = _group_values(shell.uns["random"], genes, "scores")
-        random_mean = _group_values(shell.uns["random"], genes, "mean_contribution")
+        seed = int(random_state) + r
+        random_view = run_view(view, randomized_model(view.record, method, seed), f"{key} (randomised, seed {seed})")
+        random_ranking = rank_groups(adata, random_view, labels, **ranking)
+        random_scores = ranked_values(random_ranking, genes, "scores")
+        random_mean = ranked_values(random_ranking, genes, "mean_contribution")
         top_random = np.argsort(-random_scores, axis=1, kind="stable")[:, :n_top]
         overlaps.append([len(np.intersect1d(a, b)) / n_top for a, b in zip(top_trained, top_random)])
         correlations.append([spearmanr(a, b).statistic for a, b in zip(trained_mean, random_mean)])
@@ -202,6 +198,4 @@ def randomization_check(
         "summary": {"median_top_overlap": float(per_group["top_overlap"].median()),
                     "median_spearman": float(per_group["spearman"].median())},
     }
-    target = adata.copy() if copy else adata
-    target.uns[key_added or f"randomization_{key}"] = result
-    return target if copy else None
+    return write_result(adata, key_added, Result("randomization", result), copy=copy)

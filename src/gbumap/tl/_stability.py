@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-import copy as copy_module
 import time
 import warnings
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._anndata_input import sharing_arrays
-from .._registry import encode_record, encode_weights
 from .._dask import gather_rows, is_dask_array
-from .._validation import as_matrix
+from .._ranking import rank_groups, rank_positions, ranked_values, records, warn_small_groups
+from .._registry import encode_weights
+from .._results import KINDS, Result, result_key, write_result
+from .._runs import load_run_weights, run_model, run_view
+from .._validation import GroupLabels, as_matrix, obs_groups
 from .._view import ModelView, model_view
+
 if TYPE_CHECKING:  # pragma: no cover - annotations only; the estimator imports torch
     from .._estimator import GlassBoxUMAP
-from ._rank import SmallGroupWarning, _recarray, check_groupby, rank_features
 
 __all__ = ["stability", "procrustes_align", "load_run_weights"]
 
-_SCRATCH_KEY = "_gbumap_stability_run"
 #: The ranking compared across runs: ``tl.rank_features``' defaults.
 _SCORE, _REDUCTION = "weighted_mean", "l2"
 
@@ -43,57 +42,6 @@ def procrustes_align(Y: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, float]:
     norm2 = float(np.sum(Yc**2))
     scale = float(trace) / norm2 if norm2 > 0 else 1.0
     return scale * Yc @ rotation + r0, scale
-
-
-def load_run_weights(module, weights: Mapping, where: str) -> None:
-    """Load one run's stored weights into ``module`` after checking every name, shape and dtype.
-
-    Raises :class:`~gbumap._registry.RegistryError` on any mismatch; nothing is unpickled.
-    """
-    import torch
-
-    from .._registry import RegistryError
-
-    if not isinstance(weights, Mapping):
-        raise RegistryError(f"{where} must be a mapping of arrays; got {type(weights).__name__}.")
-    expected = encode_weights(module)
-    missing = sorted(set(expected) - set(map(str, weights)))
-    extra = sorted(set(map(str, weights)) - set(expected))
-    if missing or extra:
-        raise RegistryError(
-            f"{where} does not match the reference encoder: missing {missing or 'none'}, unexpected {extra or 'none'}; "
-            "the file is damaged or was edited. Rerun gbumap.tl.stability."
-        )
-    state = {}
-    for name, ref in expected.items():
-        arr = weights[name]
-        if ref.shape == () and isinstance(arr, (float, np.floating)) and not isinstance(arr, bool):
-            # a 0-d array comes back from .h5ad as a Python float: accept it when it is exactly a ref.dtype value
-            cast = np.asarray(arr, dtype=ref.dtype)
-            arr = cast if float(cast) == float(arr) else np.asarray(arr)
-        if not isinstance(arr, np.ndarray) or arr.dtype != ref.dtype or arr.shape != ref.shape:
-            got = (getattr(arr, "shape", None), str(getattr(arr, "dtype", type(arr).__name__)))
-            raise RegistryError(
-                f"{where}/{name} must be a {ref.dtype} array of shape {ref.shape} like the reference encoder's; "
-                f"got shape {got[0]}, dtype {got[1]}. The file is damaged or was edited; rerun gbumap.tl.stability."
-            )
-        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-            raise RegistryError(f"{where}/{name} contains NaN or infinite values.")
-        state[name.replace("__", ".")] = torch.from_numpy(np.array(arr))
-    module.load_state_dict(state)
-
-
-def _run_model(reference: GlassBoxUMAP, encoder, seed: int, info: dict | None = None) -> GlassBoxUMAP:
-    """The reference model with another encoder (same projection, same parameters but the seed)."""
-    model = copy_module.copy(reference)
-    model.encoder_ = encoder
-    model.random_state = int(seed)
-    if info is not None:
-        model.loss_history_ = np.asarray(info["loss"], dtype=np.float64)
-        model.training_info_ = {**reference.training_info_, "seconds": float(info["seconds"])}
-    for name in ("graph_", "embedding_", "timings_"):
-        model.__dict__.pop(name, None)
-    return model
 
 
 def _embedding(model: GlassBoxUMAP, X, labels: np.ndarray | None = None) -> np.ndarray:
@@ -136,27 +84,6 @@ def _check_args(n_models, n_top, bootstrap, random_state) -> None:
             )
     if random_state is not None and (isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer))):
         raise ValueError(f"random_state must be an integer or None; got {random_state!r}.")
-
-
-def _rank_positions(result: Mapping, genes: np.ndarray, groups: list[str]) -> np.ndarray:
-    """``(n_groups, n_genes)`` 1-based rank of every gene in a ranking, in the order of ``genes``."""
-    import pandas as pd
-
-    index = pd.Index(genes)
-    out = np.empty((len(groups), len(genes)), dtype=np.int64)
-    for i, group in enumerate(groups):
-        out[i, index.get_indexer(np.asarray(result["names"][group]).astype(str))] = np.arange(1, len(genes) + 1)
-    return out
-
-
-def _group_scores(result: Mapping, genes: np.ndarray, groups: list[str]) -> np.ndarray:
-    import pandas as pd
-
-    index = pd.Index(genes)
-    out = np.empty((len(groups), len(genes)))
-    for i, group in enumerate(groups):
-        out[i, index.get_indexer(np.asarray(result["names"][group]).astype(str))] = np.asarray(result["scores"][group])
-    return out
 
 
 def stability(
@@ -255,11 +182,12 @@ def stability(
 
     _check_args(n_models, n_top, bootstrap, random_state)
     view = model_view(adata, key)
+    labels = None
     if groupby is not None:
-        check_groupby(adata, groupby)
+        labels = obs_groups(adata, groupby, min_groups=2, min_cells=2, purpose="; ranking needs at least 2 per group")
     if view.embedding_key not in adata.obsm:
         raise KeyError(f"obsm[{view.embedding_key!r}] not found; run gbumap.tl.fit(adata, key_added={key!r}).")
-    key_added = f"stability_{key}" if key_added is None else str(key_added)
+    key_added = result_key(adata, "stability", key_added, key)
     ref = view.estimator
     ref_seed = 0 if ref.random_state is None else int(ref.random_state)
     first = ref_seed + 1 if random_state is None else int(random_state)
@@ -276,8 +204,8 @@ def stability(
     # Dask or backed input stays lazy: the runs' passes (projection, embedding) go over its row chunks
     X = as_matrix(view.matrix(adata, lazy=True), name="X", dtype=ref.numpy_dtype)
     n_cells = X.shape[0]
-    labels = view.batch_labels(adata)
-    codes = None if labels is None else ref.correction_.codes(labels)
+    batches = view.batch_labels(adata)
+    codes = None if batches is None else ref.correction_.codes(batches)
     t0 = time.perf_counter()
     graph, graph_source = _shared_graph(adata, view, X, ref_seed)
     graph_seconds = time.perf_counter() - t0
@@ -308,18 +236,19 @@ def stability(
             train_seconds.append(float(est.training_info_["seconds"]))
             info = {"loss": est.loss_history_, "seconds": est.training_info_["seconds"]}
             infos.append(info)
-            runs.append(_run_model(ref, est.encoder_, seed, info))
+            runs.append(run_model(ref, est.encoder_, seed, info))
             bar.update(1)
 
-    embeddings = [_embedding(m, X, labels) for m in runs]
+    embeddings = [_embedding(m, X, batches) for m in runs]
     aligned = [procrustes_align(Y, reference) for Y in embeddings]
     sq = np.stack([np.sum((A - reference) ** 2, axis=1) for A, _ in aligned])  # (runs, cells)
     spread = np.sqrt(sq.mean(axis=0))
     residual = np.sqrt(sq.mean(axis=1))
 
     ranking: dict = {}
-    if groupby is not None:
-        ranking = _stability_ranking(adata, view, runs, groupby, int(n_top))
+    if labels is not None:
+        warn_small_groups(labels.names, labels.sizes, groupby, None)
+        ranking = _stability_ranking(adata, view, runs, labels, int(n_top))
 
     result = {
         "params": {
@@ -358,34 +287,32 @@ def stability(
         },
         **ranking,
     }
-    target = adata.copy() if copy else adata
-    target.obs[f"{key_added}_spread"] = spread.astype(np.float32)
-    target.uns[key_added] = result
-    return target if copy else None
+    obs = {f"{key_added}_spread": spread.astype(np.float32)}
+    return write_result(adata, key_added, Result("stability", result, obs=obs), copy=copy)
 
 
-def _stability_ranking(adata: AnnData, view: ModelView, runs: list[GlassBoxUMAP], groupby: str, n_top: int) -> dict:
-    """Rank summaries over the reference and the further runs, each ranked by :func:`rank_features`."""
+def _stability_ranking(
+    adata: AnnData, view: ModelView, runs: list[GlassBoxUMAP], labels: GroupLabels, n_top: int
+) -> dict:
+    """Rank summaries over the reference and the further runs, each ranked as :func:`gbumap.tl.rank_features` ranks.
+
+    The reference uses its stored Jacobians when present; each run's contributions come from its own encoder.
+    """
     genes = view.feature_names
     n_top = min(n_top, len(genes))
-    shell = sharing_arrays(adata, obs_columns=[groupby], uns_keys=[view.key])
-    # the reference exactly as tl.rank_features ranks it (with its stored Jacobians, when present)
-    rank_features(shell, groupby, key=view.key, score=_SCORE, reduction=_REDUCTION, key_added="ranking")
-    groups = list(shell.uns["ranking"]["names"].dtype.names)
-    ranks = [_rank_positions(shell.uns["ranking"], genes, groups)]
-    scores = _group_scores(shell.uns["ranking"], genes, groups)
-    for model in runs:
-        # no Jacobians under the scratch key: the contributions come from this run's model
-        shell.uns[_SCRATCH_KEY] = encode_record(view.record.replace(model=model))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SmallGroupWarning)  # said once, by the reference's ranking
-            rank_features(shell, groupby, key=_SCRATCH_KEY, score=_SCORE, reduction=_REDUCTION, key_added="ranking")
-        ranks.append(_rank_positions(shell.uns["ranking"], genes, groups))
+    ranking = dict(score=_SCORE, reduction=_REDUCTION)
+    reference = rank_groups(adata, view, labels, **ranking)
+    groups = list(reference["names"].dtype.names)
+    ranks = [rank_positions(reference, genes)]
+    scores = ranked_values(reference, genes, "scores")
+    for i, model in enumerate(runs):
+        run = rank_groups(adata, run_view(view, model, f"{view.key} (stability run {i + 1})"), labels, **ranking)
+        ranks.append(rank_positions(run, genes))
     ranks = np.stack(ranks).astype(np.float64)  # (models, groups, genes)
     median = np.median(ranks, axis=0)
     q75, q25 = np.percentile(ranks, [75, 25], axis=0)
     top = (ranks <= n_top).mean(axis=0)
-    fields: dict[str, dict] = {f: {} for f in ("names", "scores", "median_rank", "rank_iqr", "top_fraction")}
+    fields: dict[str, dict] = {f: {} for f in KINDS["stability"].ranked}
     for gi, group in enumerate(groups):
         order = np.lexsort((ranks[0, gi], median[gi]))  # by median rank, ties by the reference's rank
         fields["names"][group] = genes[order]
@@ -395,4 +322,4 @@ def _stability_ranking(adata: AnnData, view: ModelView, runs: list[GlassBoxUMAP]
         fields["top_fraction"][group] = top[gi][order]
     dtypes = {"names": "O", "scores": "float32", "median_rank": "float32", "rank_iqr": "float32",
               "top_fraction": "float32"}
-    return {name: _recarray(cols, dtypes[name]) for name, cols in fields.items()}
+    return {name: records(cols, dtypes[name]) for name, cols in fields.items()}
