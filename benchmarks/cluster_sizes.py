@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 N_CELLS = 10_000_000
 N_GENES = 2_000
 N_PCS, OVERSAMPLES, K, N_COMPONENTS = 50, 10, 15, 2

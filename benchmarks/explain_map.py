@@ -83,8 +83,9 @@ def speed(cache: Path) -> dict:
 
 
 def simulator_recovery() -> dict:
-    import gbumap
     from sklearn.metrics import roc_auc_score
+
+    import gbumap
 
     adata = gbumap.datasets.simulate(4000, 1000, random_state=0)
     gbumap.tl.glassbox_umap(adata, n_steps=1000, verbose=False)

@@ -192,10 +192,10 @@ def batch_signal(adata, genes: np.ndarray) -> float:
 def program_auroc(adata) -> float:
     """Mean over cell types of the AUROC with which the type's ``tl.rank_features`` scores separate its program
     genes from the rest (the attribution-recovery yardstick of ``benchmarks/run.py``)."""
-    import gbumap
     from sklearn.metrics import roc_auc_score
-
     from workers import _ranking_scores
+
+    import gbumap
 
     truth = gbumap.datasets.truth_matrix(adata)
     gbumap.tl.rank_features(adata, "cell_type")
@@ -221,8 +221,9 @@ def round_trip_error(adata) -> float:
 
 def query_mapping(data, drop_type: str | None = None) -> dict:
     """Fit on batches B0, B1 (optionally without one type), map batch B2 with tl.transform."""
-    import gbumap
     from sklearn.neighbors import KNeighborsClassifier
+
+    import gbumap
 
     ref = data[data.obs["batch"].isin(["B0", "B1"])].copy()
     if drop_type is not None:
@@ -335,8 +336,8 @@ def markdown(results: dict) -> str:
 
 
 def main() -> None:
-    import platform
     import os
+    import platform
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="10k simulator and the real data only")

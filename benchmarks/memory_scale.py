@@ -189,7 +189,6 @@ def measure(workdir: Path, n: int, operation: str) -> dict:
 
 # --------------------------------------------------------------------------- reporting
 def _machine() -> dict:
-    import anndata
     import numpy
     import scipy
     import torch

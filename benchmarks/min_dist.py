@@ -50,9 +50,9 @@ def main() -> int:
         print(rows[-1], flush=True)
 
     for min_dist in (0.1, 0.5):
-        record("umap.UMAP", min_dist, lambda: umap.UMAP(min_dist=min_dist, random_state=0).fit_transform(pcs))
+        record("umap.UMAP", min_dist, lambda md=min_dist: umap.UMAP(min_dist=md, random_state=0).fit_transform(pcs))
         record("gbumap.GlassBoxUMAP", min_dist,
-               lambda: gbumap.GlassBoxUMAP(min_dist=min_dist, random_state=0).fit_transform(pcs))
+               lambda md=min_dist: gbumap.GlassBoxUMAP(min_dist=md, random_state=0).fit_transform(pcs))
 
     def scanpy_default():
         sc.pp.neighbors(adata, n_neighbors=15, use_rep="X_pca")

@@ -42,7 +42,7 @@ def all_ranks(adata, groupby, key_st):
     check = adata.copy()
     gbumap.tl.rank_features(check, groupby, key_added="r")
     results = [check.uns["r"]]
-    for i, m in enumerate(gbumap.get.stability_models(adata, key=key_st)):
+    for m in gbumap.get.stability_models(adata, key=key_st):
         check.uns["m"] = encode_record(record.replace(model=m))
         gbumap.tl.rank_features(check, groupby, key="m", key_added="r")
         results.append(check.uns["r"])

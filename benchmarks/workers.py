@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 _PEAK_RESET = False
 
 

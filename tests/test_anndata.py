@@ -100,7 +100,8 @@ def test_get_contributions_subsets_and_frames(pbmc_fitted):
     names = list(pbmc_fitted.uns["gbumap"]["feature_names"])
     sub = gbumap.get.contributions(pbmc_fitted, genes=genes, obs=np.arange(10))
     np.testing.assert_allclose(sub, full[:10][:, :, [names.index(g) for g in genes]], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(full.sum(-1), pbmc_fitted.obsm["X_gbumap"], atol=1e-5 * np.abs(pbmc_fitted.obsm["X_gbumap"]).max())
+    embedding = pbmc_fitted.obsm["X_gbumap"]
+    np.testing.assert_allclose(full.sum(-1), embedding, atol=1e-5 * np.abs(embedding).max())
     normed = gbumap.get.contributions(pbmc_fitted, reduction="normed_l2")
     np.testing.assert_allclose(normed.sum(1), 1.0, rtol=1e-5)
     mask = (pbmc_fitted.obs["bulk_labels"] == "CD56+ NK").to_numpy()

@@ -18,15 +18,14 @@ from typing import Any, Callable
 import anndata as ad
 import matplotlib
 import numpy as np
-from sklearn.exceptions import NotFittedError
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from _adata_snapshot import _value_fp, assert_unchanged, snapshot
+from sklearn.exceptions import NotFittedError
 
 import gbumap
 from gbumap._registry import RegistryError
-
-from _adata_snapshot import _value_fp, assert_unchanged, snapshot
 
 matplotlib.use("Agg")
 
@@ -374,7 +373,6 @@ def _(ctx):
 @bad("contributions/store_failure_leaves_no_partial_array", ValueError, r"X contains 1 NaN")
 def _(ctx):
     import dask.array as da
-
     import zarr
 
     store = ctx.tmp / "results.zarr"
@@ -641,7 +639,11 @@ def _(ctx):
 
 
 # ---------------------------------------------------------------- get.*
-@bad("get/model_missing_key", KeyError, r"No gbumap model under uns\['gbumap2'\]\. gbumap models in this AnnData: 'gbumap'")
+@bad(
+    "get/model_missing_key",
+    KeyError,
+    r"No gbumap model under uns\['gbumap2'\]\. gbumap models in this AnnData: 'gbumap'",
+)
 def _(ctx):
     return _with(ctx.fitted, lambda a: gbumap.get.model(a, key="gbumap2"))
 

@@ -6,14 +6,13 @@ import anndata as ad
 import numpy as np
 import pytest
 import torch
+from _bilinear import Bilinear
 from torch import nn
 
 import gbumap
 from gbumap import GlassBoxUMAP
 from gbumap._registry import RegistryError
 from gbumap.cli import main
-
-from _bilinear import Bilinear
 
 
 def _full_map(model: GlassBoxUMAP, divisor: torch.Tensor | None = None):

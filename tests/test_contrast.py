@@ -51,7 +51,8 @@ def test_terms_sum_to_the_centroid_shift_and_match_numpy(pbmc_fitted, reference)
     assert (np.diff(table["scores"].to_numpy()) <= 0).all()
     across = np.linalg.norm(terms - np.outer(delta / length, along.to_numpy()), axis=0)
     expected_across = pd.Series(across, index=along.index).loc[table["names"]]
-    np.testing.assert_allclose(table.set_index("names")["across"], expected_across, rtol=1e-6, atol=1e-7)  # numpy side: float32 contributions
+    # numpy side: float32 contributions
+    np.testing.assert_allclose(table.set_index("names")["across"], expected_across, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("reference", ["rest", OTHER])

@@ -12,10 +12,9 @@ import textwrap
 
 import anndata as ad
 import numpy as np
+from _two_groups import two_group_adata
 
 import gbumap
-
-from _two_groups import two_group_adata
 
 FIT = dict(n_steps=30, batch_size=256, n_neighbors=10, verbose=False)
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _bilinear import Bilinear
 from torch import nn
 
 from gbumap import GlassBoxUMAP
 from gbumap._encoder import HomogeneousMLP, NotHomogeneousError, _autograd_jacobian, check_homogeneous
-
-from _bilinear import Bilinear
 
 
 @pytest.mark.parametrize("activation", ["leaky_relu", "prelu", "relu"])

@@ -45,7 +45,8 @@ def test_quality_against_umap_learn_on_digits(digits):
     theirs = umap.UMAP(random_state=0).fit_transform(X)
     acc_ours, acc_theirs = label_knn_accuracy(ours, y), label_knn_accuracy(theirs, y)
     pres_ours, pres_theirs = knn_preservation(X, ours), knn_preservation(X, theirs)
-    print(f"digits: accuracy {acc_ours:.4f} vs umap {acc_theirs:.4f}; preservation {pres_ours:.4f} vs {pres_theirs:.4f}")
+    print(f"digits: accuracy {acc_ours:.4f} vs umap {acc_theirs:.4f}; "
+          f"preservation {pres_ours:.4f} vs {pres_theirs:.4f}")
     assert acc_ours >= acc_theirs - 0.03
     assert pres_ours >= pres_theirs - 0.05
 

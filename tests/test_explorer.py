@@ -347,7 +347,8 @@ def test_explorer_data_is_the_numbers_the_page_shows(adata):
     assert data.labels == {r: reduction_label(int(r) if r.isdigit() else r) for r in ("l2", "normed_l2", "0", "1")}
     np.testing.assert_array_equal(data.xy, adata.obsm["X_gbumap"][data.rows, :2])
     small = explorer_data(adata, groupby="bulk_labels", max_cells=100)
-    assert small.n_shown == 100 and "showing 100 of 700 cells (random sample stratified by bulk_labels" in small.count_text
+    assert small.n_shown == 100
+    assert "showing 100 of 700 cells (random sample stratified by bulk_labels" in small.count_text
 
 
 def test_explorer_javascript_comes_from_the_package_file():

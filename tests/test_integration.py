@@ -6,9 +6,9 @@ import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _adata_snapshot import assert_unchanged, snapshot
 
 import gbumap
-from _adata_snapshot import assert_unchanged, snapshot
 from gbumap import _layout_metrics as metrics
 from gbumap._registry import RegistryError
 

@@ -96,7 +96,10 @@ def test_module_terms_sum_exactly_to_each_axis_and_loadings_are_folded_back(bili
     divisor = model.input_divisor((x - model.baseline_) @ P.T)
     activity = ((x - model.baseline_) @ loadings.iloc[:, 0].to_numpy()) / divisor[:, 0]
     np.testing.assert_allclose(
-        bilinear.obsm["modules_gbumap_axis_1"][:, 0], result["axis_1"]["eigenvalues"][0] * activity**2, rtol=1e-3, atol=1e-4
+        bilinear.obsm["modules_gbumap_axis_1"][:, 0],
+        result["axis_1"]["eigenvalues"][0] * activity**2,
+        rtol=1e-3,
+        atol=1e-4,
     )
     # modules ranked by their mean absolute term
     assert (np.diff(result["axis_1"]["mean_term"]) <= 1e-12).all()

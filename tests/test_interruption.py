@@ -6,12 +6,11 @@ import anndata as ad
 import numpy as np
 import pytest
 import torch
+from _adata_snapshot import assert_unchanged, snapshot
+from _two_groups import two_group_adata
 
 import gbumap
 import gbumap._training as training
-
-from _adata_snapshot import assert_unchanged, snapshot
-from _two_groups import two_group_adata
 
 FIT = dict(n_steps=20, batch_size=256, n_neighbors=10, verbose=False)
 

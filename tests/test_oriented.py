@@ -23,9 +23,8 @@ def _rotated(adata):
     last = max((k for k in state if k.endswith("weight")), key=lambda k: int(k.split("__")[1]))
     state[last] = (ROTATE @ state[last].astype(np.float64)).astype(state[last].dtype)
     out.obsm["X_gbumap"] = (out.obsm["X_gbumap"].astype(np.float64) @ ROTATE.T).astype(np.float32)
-    out.obsm["gbumap_jacobian"] = np.einsum("ed,ndk->nek", ROTATE, out.obsm["gbumap_jacobian"].astype(np.float64)).astype(
-        np.float32
-    )
+    jacobian = out.obsm["gbumap_jacobian"].astype(np.float64)
+    out.obsm["gbumap_jacobian"] = np.einsum("ed,ndk->nek", ROTATE, jacobian).astype(np.float32)
     return out
 
 

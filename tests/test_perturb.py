@@ -264,7 +264,8 @@ def test_custom_encoders_of_degree_k_reuse_jacobians_through_eulers_identity(win
 
     import gbumap._estimator as estimator_module
     from gbumap import GlassBoxUMAP
-    from gbumap.tl._perturb import _encode_pair as encode_pair, jacobian_at
+    from gbumap.tl._perturb import _encode_pair as encode_pair
+    from gbumap.tl._perturb import jacobian_at
 
     X, _ = wine_std
     est = GlassBoxUMAP(encoder=Bilinear(13), homogeneity_degree=2, n_steps=30, batch_size=512).fit(X)

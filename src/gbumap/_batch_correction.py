@@ -141,7 +141,8 @@ class BatchCorrection:
             unknown = sorted(set(np.asarray(labels, dtype=str)[idx < 0].tolist()))
             raise ValueError(
                 f"{where} holds batch(es) the model has no offsets for: {', '.join(map(repr, unknown[:10]))}"
-                f"{' …' if len(unknown) > 10 else ''} (it knows {', '.join(repr(str(c)) for c in self.categories[:10])}). "
+                f"{' …' if len(unknown) > 10 else ''} "
+                f"(it knows {', '.join(repr(str(c)) for c in self.categories[:10])}). "
                 "Map new batches with gbumap.tl.transform(query, reference), which estimates their offsets "
                 "from their own cells, or model.with_new_batches(X, batches) on the estimator."
             )
@@ -216,7 +217,10 @@ class BatchCorrection:
 
     @classmethod
     def from_dict(cls, d: Mapping, n_inputs: int, *, check) -> BatchCorrection:
-        """Rebuild from :meth:`to_dict`'s arrays; ``check`` is the registry's ``(name, value, kind, shape)`` validator."""
+        """Rebuild from :meth:`to_dict`'s arrays.
+
+        ``check`` is the registry's ``(name, value, kind, shape)`` validator.
+        """
         method = check("method", d.get("method"), str, None)
         if method not in CORRECTION_METHODS:
             raise ValueError(f"unknown batch correction method {method!r}")

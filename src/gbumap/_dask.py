@@ -119,7 +119,7 @@ def check_dask_matrix(X: Any, *, name: str = "X", dtype: type = np.float32):
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {X.shape}. Provide at least one cell and one feature.")
     kind = np.dtype(X.dtype)
-    if not (np.issubdtype(kind, np.number) or kind == bool):
+    if not (np.issubdtype(kind, np.number) or kind == np.dtype(bool)):
         raise ValueError(f"{name} must be numeric; got dtype {kind}.")
     widest = max(X.chunks[0])
     dense_bytes = widest * X.shape[1] * np.dtype(dtype).itemsize

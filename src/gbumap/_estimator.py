@@ -15,13 +15,19 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._batch_correction import BatchCorrection, batch_labels, fit_correction, lift_matrix
 from ._attribution import Reduction, contributions_from_jacobian, reconstruction_gap, reduce_contributions
-from ._encoder import BilinearEncoder, HomogeneousMLP, check_homogeneous, encoder_jacobian
+from ._batch_correction import BatchCorrection, batch_labels, fit_correction, lift_matrix
 from ._dask import (
-    column_stats, compute, fixed_row_blocks, gather_rows, is_dask_array, map_row_chunks, row_chunked,
+    column_stats,
+    compute,
+    fixed_row_blocks,
+    gather_rows,
+    is_dask_array,
+    map_row_chunks,
+    row_chunked,
     threads_for_in_memory,
 )
+from ._encoder import BilinearEncoder, HomogeneousMLP, check_homogeneous, encoder_jacobian
 from ._params import PARAMS
 from ._progress import progress_bar
 from ._schedule import auto_n_steps, training_schedule  # noqa: F401  (auto_n_steps: re-exported for benchmarks)
@@ -239,7 +245,7 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
     True
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (a scikit-learn estimator: every option is a constructor parameter)
         self,
         n_neighbors: int = 15,
         n_components: int = 2,
@@ -866,7 +872,8 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
             indices, dists = (np.asarray(a) for a in knn)
             if indices.shape[0] != n_cells or indices.shape != dists.shape:
                 raise ValueError(
-                    f"knn must be two (n_cells, k) arrays with n_cells={n_cells}; got {indices.shape} and {dists.shape}."
+                    f"knn must be two (n_cells, k) arrays with n_cells={n_cells}; "
+                    f"got {indices.shape} and {dists.shape}."
                 )
             return graph_from_knn(indices, dists)
         # neighbours of the unscaled input: the scaling only serves the encoder

@@ -165,7 +165,7 @@ def _expression(adata: AnnData, view, layer: str | None):
     return matrix
 
 
-def rank_groups(
+def rank_groups(  # noqa: PLR0915 (one pass over the cells accumulating every statistic of every group)
     adata: AnnData,
     view,
     labels: GroupLabels,

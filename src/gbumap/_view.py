@@ -25,7 +25,10 @@ __all__ = ["GroupSums", "ModelView", "chunk_reconstruction_gaps", "model_view", 
 
 @dataclass
 class GroupSums:
-    """Sums over a set of cells: ``contributions`` ``(axes, features)``, ``jacobian`` (input space) and ``expression``."""
+    """Sums over a set of cells.
+
+    ``contributions`` ``(axes, features)``, ``jacobian`` (input space) and ``expression``.
+    """
 
     n_cells: int
     contributions: np.ndarray
@@ -218,7 +221,8 @@ class ModelView:
         if folded is not None:
             loadings = est.components_.astype(np.float64)  # (inputs, features)
             for d in range(n_axes):
-                contributions[d] = np.einsum("gk,kg->g", folded[:, d * est.n_inputs_ : (d + 1) * est.n_inputs_], loadings)
+                block = folded[:, d * est.n_inputs_ : (d + 1) * est.n_inputs_]
+                contributions[d] = np.einsum("gk,kg->g", block, loadings)
         return GroupSums(len(obs_idx), contributions / est.homogeneity_degree_, jac_sum, expression)
 
     def feature_jacobian(self, jacobian: np.ndarray) -> np.ndarray:

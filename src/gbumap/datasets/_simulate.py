@@ -98,7 +98,7 @@ class _Batches:
     effects: np.ndarray  # (n_batches, n_genes) float64 natural-log effect, 0 where a batch shifts nothing
 
 
-def simulate(
+def simulate(  # noqa: PLR0913 (one keyword per knob of the simulated tissue, all with defaults)
     n_cells: int = 10_000,
     n_genes: int = 2_000,
     *,

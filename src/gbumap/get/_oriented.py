@@ -63,7 +63,8 @@ def _contrast_frame(adata: AnnData, view: ModelView, contrast_key: str, group: s
     params = result["params"]
     if str(params.get("model_key", view.key)) != view.key:
         raise ValueError(
-            f"uns[{contrast_key!r}] was computed from model {params['model_key']!r}, not {view.key!r}; pass key= that model."
+            f"uns[{contrast_key!r}] was computed from model {params['model_key']!r}, not {view.key!r}; "
+            "pass key= that model."
         )
     labels = _labels(adata, str(params["groupby"]))
     reference = str(params["reference"])

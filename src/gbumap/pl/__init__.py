@@ -11,8 +11,8 @@ AnnData it is given.
 """
 
 from ._contrast import contrast
-from ._correction import batch_correction
 from ._contribution import contribution, feature_bars, mean_contributions
+from ._correction import batch_correction
 from ._explore import explore
 from ._interactions import interaction_modules
 from ._oriented import oriented_contributions

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._docs import CELL_SELECTION, SHOW_SAVE, doc_params
 from .._anndata_input import select_cells
 from .._attribution import Reduction, reduction_label
+from .._docs import CELL_SELECTION, SHOW_SAVE, doc_params
 from ..get._summaries import mean_contributions as _get_mean_contributions
 from ..get._summaries import mean_over
 from ._utils import (

@@ -450,7 +450,9 @@ def _bar_panel(data: ExplorerData) -> dict:
         toolbar_location="above",
         name="bar_figure",
     )
-    bar_fig.hbar(y="gene", right="value", height=0.7, fill_color="color", line_color=None, source=bars, name="bar_glyph")
+    bar_fig.hbar(
+        y="gene", right="value", height=0.7, fill_color="color", line_color=None, source=bars, name="bar_glyph"
+    )
     bar_fig.add_tools(HoverTool(tooltips=[("gene", "@gene"), ("mean", "@value{0.0000}")]))
     bar_fig.xaxis.axis_label = f"mean {data.labels['l2']}"
     bar_fig.ygrid.visible = False

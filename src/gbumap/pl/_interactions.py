@@ -113,7 +113,8 @@ def interaction_modules(
         column = loadings.iloc[:, m]
         top = column.abs().nlargest(int(n_genes)).index[::-1]
         bars = axes[len(chosen) + j]
-        bars.barh(np.arange(len(top)), column.loc[top].to_numpy(), color=np.where(column.loc[top] > 0, "#b2182b", "#2166ac"))
+        colors = np.where(column.loc[top] > 0, "#b2182b", "#2166ac")
+        bars.barh(np.arange(len(top)), column.loc[top].to_numpy(), color=colors)
         bars.set_yticks(np.arange(len(top)), labels=list(top), fontsize=8)
         bars.axvline(0, color="0.5", linewidth=0.8)
         bars.set_xlabel("gene loading (same sign: act together)", fontsize=8)

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 from anndata import AnnData
 
 from .._docs import SHOW_SAVE, doc_params
-from ..get._oriented import Frame, oriented_contributions as _oriented_values
+from ..get._oriented import Frame
+from ..get._oriented import oriented_contributions as _oriented_values
 from ._contribution import gene_panels
 from ._utils import finish
 
@@ -27,7 +28,7 @@ _LABELS = {
 
 
 @doc_params(show_save=SHOW_SAVE)
-def oriented_contributions(
+def oriented_contributions(  # noqa: PLR0913 (scanpy-style plot options, keyword-only)
     adata: AnnData,
     genes: str | Sequence[str],
     *,

@@ -13,8 +13,8 @@ from .._docs import SHOW_SAVE, doc_params
 from ._utils import color_columns, embedding_key, finish, model, plot_shell
 
 if TYPE_CHECKING:  # pragma: no cover
-    from matplotlib.figure import Figure
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["reconstruction"]
 

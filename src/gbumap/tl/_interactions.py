@@ -142,13 +142,18 @@ def interaction_modules(
         mean_term = np.abs(terms).mean(axis=0)
         top = np.argsort(-mean_term, kind="stable")[:n_modules]
         columns = [f"module_{i + 1}" for i in range(len(top))]
-        cell_values = terms[:, top] if name != "l2" else np.sqrt(np.clip(values[top], 0, None)) * np.abs(activity[:, top])
+        if name != "l2":
+            cell_values = terms[:, top]
+        else:
+            cell_values = np.sqrt(np.clip(values[top], 0, None)) * np.abs(activity[:, top])
         obsm[f"{key_added}_{name}"] = cell_values.astype(np.float32)
         result[name] = {
             "eigenvalues": values[top],
             "mean_term": mean_term[top],
             "loadings": pd.DataFrame(
-                loadings_of(vectors[:, top]), index=pd.Index(view.feature_names.astype(str), name="gene"), columns=columns
+                loadings_of(vectors[:, top]),
+                index=pd.Index(view.feature_names.astype(str), name="gene"),
+                columns=columns,
             ),
         }
     return write_result(adata, key_added, Result("interaction_modules", result, obsm=obsm), copy=copy)
