@@ -13,6 +13,7 @@ from anndata import AnnData
 from .._anndata_input import select_cells
 from .._attribution import Reduction, check_reduction
 from .._docs import CELL_SELECTION, doc_params
+from .._validation import check_int
 from .._view import ModelView, model_view
 
 __all__ = ["mean_contributions", "top_feature_groups"]
@@ -153,8 +154,7 @@ def top_feature_groups(
     >>> len(top.cat.categories)
     5
     """
-    if n_top is not None and (isinstance(n_top, bool) or int(n_top) < 1):
-        raise ValueError(f"n_top must be a positive integer or None; got {n_top!r}.")
+    n_top = check_int(n_top, "n_top", optional=True)
     view = model_view(adata, key)
     _, _, winners = l2_summary(adata, view, np.arange(adata.n_obs), direction, batch_size)
     names = view.feature_names

@@ -12,6 +12,7 @@ from anndata import AnnData
 
 from .._docs import SHOW_SAVE, doc_params
 from .._results import find_result, select_group
+from .._validation import check_int
 from ._utils import finish, group_colors, plot_shell
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,8 +91,7 @@ def contrast(
     group = select_group(result, key, group, "contrasts", "contrasted")
     if "terms" not in result:
         raise KeyError(f"uns[{key!r}] holds no per-axis terms (written by an older gbumap); rerun gbumap.tl.contrast.")
-    if isinstance(n_genes, bool) or int(n_genes) < 0:
-        raise ValueError(f"n_genes must be a non-negative integer; got {n_genes!r}.")
+    n_genes = check_int(n_genes, "n_genes", 0)
     params = result["params"]
     groupby, reference = str(params["groupby"]), str(params["reference"])
     basis = str(params.get("model_key", "gbumap")) if basis is None else basis

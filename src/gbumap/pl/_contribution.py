@@ -14,6 +14,7 @@ from anndata import AnnData
 from .._anndata_input import select_cells
 from .._attribution import Reduction, reduction_label
 from .._docs import CELL_SELECTION, SHOW_SAVE, doc_params
+from .._validation import check_int
 from ..get._summaries import mean_contributions as _get_mean_contributions
 from ..get._summaries import mean_over
 from ._utils import (
@@ -209,8 +210,7 @@ def feature_bars(
     """
     import matplotlib.pyplot as plt
 
-    if isinstance(n_genes, bool) or int(n_genes) < 1:
-        raise ValueError(f"n_genes must be a positive integer; got {n_genes!r}.")
+    n_genes = check_int(n_genes, "n_genes")
     view = model(adata, key)
     reduction = resolve_reduction(reduction, component, view.estimator.n_components, "feature_bars")
     rows, description = select_cells(adata, obs, groupby, group)
