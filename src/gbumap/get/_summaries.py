@@ -12,7 +12,7 @@ from anndata import AnnData
 
 from .._anndata_input import select_cells
 from .._attribution import Reduction, check_reduction
-from .._docs import CELL_SELECTION, doc_params
+from .._docs import CELL_SELECTION, PBMC_EXAMPLE, doc_params
 from .._validation import check_int
 from .._view import ModelView, model_view
 
@@ -102,6 +102,7 @@ def l2_summary(
     return sums, totals, winners
 
 
+@doc_params(pbmc_example=PBMC_EXAMPLE)
 def top_feature_groups(
     adata: AnnData,
     n_top: int | None = 10,
@@ -145,11 +146,7 @@ def top_feature_groups(
         Categories are gene names, most frequent winner first; ``NaN`` for
         cells whose winner is not among them.
 
-    Examples
-    --------
-    >>> import scanpy as sc, gbumap
-    >>> adata = sc.datasets.pbmc68k_reduced()
-    >>> gbumap.tl.glassbox_umap(adata, n_steps=60, verbose=False)
+    {pbmc_example}
     >>> top = gbumap.get.top_feature_groups(adata, n_top=5)
     >>> len(top.cat.categories)
     5

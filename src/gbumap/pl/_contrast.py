@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._docs import SHOW_SAVE, doc_params
+from .._docs import SHOW_SAVE, doc_params, figure_returns
 from .._results import find_result, select_group
 from .._validation import check_int
 from ._utils import finish, group_colors, plot_shell
@@ -29,7 +29,7 @@ def contrast_path(result: Mapping, group: str, n_genes: int) -> tuple[list[str],
     return names, terms[:n_genes], terms[n_genes:].sum(axis=0)
 
 
-@doc_params(show_save=SHOW_SAVE)
+@doc_params(show_save=SHOW_SAVE, returns=figure_returns("the axes"))
 def contrast(
     adata: AnnData,
     group: str | None = None,
@@ -75,9 +75,7 @@ def contrast(
     **kwargs
         Passed to :func:`scanpy.pl.embedding`.
 
-    Returns
-    -------
-    The figure with ``return_fig=True``; ``None`` when shown; else the axes.
+    {returns}
 
     Examples
     --------

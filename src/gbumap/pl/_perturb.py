@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._docs import SHOW_SAVE, doc_params
+from .._docs import SHOW_SAVE, doc_params, figure_returns
 from .._results import find_result
 from .._validation import check_int, check_number, obs_column
 from ._utils import finish, group_colors, plot_shell
@@ -52,7 +52,7 @@ def _arrow_colors(adata: AnnData, color: str, picked: np.ndarray) -> tuple[list[
     return colors, {c: shown[c] for c in order}
 
 
-@doc_params(show_save=SHOW_SAVE)
+@doc_params(show_save=SHOW_SAVE, returns=figure_returns("the axes"))
 def perturbation(
     adata: AnnData,
     key: str = "perturb_gbumap",
@@ -108,9 +108,7 @@ def perturbation(
     **kwargs
         Passed to :func:`scanpy.pl.embedding` for the grey background.
 
-    Returns
-    -------
-    The figure with ``return_fig=True``; ``None`` when shown; else the axes.
+    {returns}
 
     Examples
     --------

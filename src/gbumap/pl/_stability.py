@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._docs import SHOW_SAVE, doc_params
+from .._docs import SHOW_SAVE, doc_params, figure_returns
 from .._results import find_result, select_group
 from .._validation import check_int
 from ._utils import finish, plot_shell
@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["stability"]
 
 
-@doc_params(show_save=SHOW_SAVE)
+@doc_params(show_save=SHOW_SAVE, returns=figure_returns("the list of axes"))
 def stability(
     adata: AnnData,
     group: str | None = None,
@@ -67,9 +67,7 @@ def stability(
     **kwargs
         Passed to :func:`scanpy.pl.embedding`.
 
-    Returns
-    -------
-    The figure with ``return_fig=True``; ``None`` when shown; else the list of axes.
+    {returns}
 
     Examples
     --------
