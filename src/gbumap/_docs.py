@@ -35,6 +35,27 @@ PBMC_EXAMPLE = """\
     >>> adata = sc.datasets.pbmc68k_reduced()
     >>> gbumap.tl.glassbox_umap(adata, n_steps=60, verbose=False)"""
 
+KEY_BATCH = """\
+    key
+        The model key.
+    batch_size
+        Cells per batch."""
+
+BATCH_COPY = """\
+    batch_size
+        Cells per batch (memory stays bounded by it).
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------"""
+
+ENCODER_SIZES = """\
+    n_inputs
+        Number of input features (genes or principal components).
+    n_outputs
+        Embedding dimension."""
+
 
 def doc_params(**blocks: str) -> Callable[[F], F]:
     """Replace ``{name}`` lines in the docstring with the shared block ``name``.

@@ -12,7 +12,7 @@ from anndata import AnnData
 
 from .._anndata_input import select_cells
 from .._attribution import Reduction, check_reduction
-from .._docs import CELL_SELECTION, PBMC_EXAMPLE, doc_params
+from .._docs import CELL_SELECTION, KEY_BATCH, PBMC_EXAMPLE, doc_params
 from .._validation import check_int
 from .._view import ModelView, model_view
 
@@ -27,7 +27,7 @@ def mean_over(adata: AnnData, view: ModelView, rows: np.ndarray, reduction: Redu
     return total / len(rows)
 
 
-@doc_params(cell_selection=CELL_SELECTION)
+@doc_params(cell_selection=CELL_SELECTION, key_batch=KEY_BATCH)
 def mean_contributions(
     adata: AnnData,
     obs: np.ndarray | Sequence[str] | Sequence[int] | None = None,
@@ -49,10 +49,7 @@ def mean_contributions(
     {cell_selection}
     reduction
         ``"l2"``, ``"normed_l2"`` or a signed axis index.
-    key
-        The model key.
-    batch_size
-        Cells per batch.
+    {key_batch}
 
     Returns
     -------

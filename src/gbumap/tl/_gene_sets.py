@@ -11,6 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._docs import BATCH_COPY, doc_params
 from .._gmt import read_gmt
 from .._ranking import benjamini_hochberg, records
 from .._results import KINDS, Result, result_key, write_result
@@ -246,6 +247,7 @@ def _ranking(sums: _GroupSums, sets: _Sets, feature_names: np.ndarray, n_top: in
     return result
 
 
+@doc_params(batch_copy=BATCH_COPY)
 def gene_set_contributions(
     adata: AnnData,
     gene_sets: GeneSets,
@@ -307,13 +309,7 @@ def gene_set_contributions(
         with no set left still raises.
     key_added
         ``obsm`` and ``uns`` key of the result (default ``"gene_sets_<key>"``).
-    batch_size
-        Cells per batch (memory stays bounded by it).
-    copy
-        Return a modified copy instead of writing into ``adata``.
-
-    Returns
-    -------
+    {batch_copy}
     ``None``, or the modified copy when ``copy=True``. Writes:
 
     ``obsm[key_added]``
