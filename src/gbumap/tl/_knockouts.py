@@ -195,7 +195,7 @@ def rank_knockouts(
     """
     view = model_view(adata, key)
     batch_size = check_batch_size(batch_size)
-    n_exact = check_int(n_exact, "n_exact", 0)
+    n_exact = check_int(n_exact, "n_exact", 0, words="an integer ≥ 0")
     chosen = obs_groups(adata, groupby, groups)
     wanted, group_of = chosen.names, chosen.group_of
     targets, label = _knockout_targets(value, view)

@@ -131,7 +131,7 @@ def _resolve_edit(value, fold_change, log1p: bool, baseline: np.ndarray, n_cells
     if fold_change is not None:
         if not (_is_number(value) and float(value) == 0.0):
             raise ValueError("Pass either value= or fold_change=, not both: fold_change multiplies the input.")
-        check_number(fold_change, "fold_change", 0)
+        check_number(fold_change, "fold_change", 0, words="a finite number ≥ 0")
         if not isinstance(log1p, (bool, np.bool_)):
             raise ValueError(f"log1p must be True or False; got {log1p!r}.")
         f = float(fold_change)
