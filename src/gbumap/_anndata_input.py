@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ._validation import Matrix, as_matrix, missing_key_error, obs_column, obs_groups
+from ._validation import Matrix, as_matrix, check_int, missing_key_error, obs_column, obs_groups
 
 __all__ = [
     "InputChoice",
@@ -386,8 +386,7 @@ def choose_input(
     from ._validation import check_finite
 
     spec, mask = resolve_input(adata, layer=layer, use_rep=use_rep, mask_var=mask_var)
-    if n_pcs is not None and (isinstance(n_pcs, bool) or int(n_pcs) < 0):
-        raise ValueError(f"n_pcs must be a non-negative integer or None; got {n_pcs!r}.")
+    check_int(n_pcs, "n_pcs", 0, optional=True)
     params = dict(params)
     if use_rep is not None:
         rep = np.asarray(adata.obsm[use_rep])

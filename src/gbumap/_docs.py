@@ -28,6 +28,34 @@ CELL_SELECTION = """\
         Restrict to the cells whose ``obs[groupby]`` is ``group`` (one name
         or several); combined with ``obs`` when both are given."""
 
+PBMC_EXAMPLE = """\
+    Examples
+    --------
+    >>> import scanpy as sc, gbumap
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> gbumap.tl.glassbox_umap(adata, n_steps=60, verbose=False)"""
+
+KEY_BATCH = """\
+    key
+        The model key.
+    batch_size
+        Cells per batch."""
+
+BATCH_COPY = """\
+    batch_size
+        Cells per batch (memory stays bounded by it).
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------"""
+
+ENCODER_SIZES = """\
+    n_inputs
+        Number of input features (genes or principal components).
+    n_outputs
+        Embedding dimension."""
+
 
 def doc_params(**blocks: str) -> Callable[[F], F]:
     """Replace ``{name}`` lines in the docstring with the shared block ``name``.
@@ -47,3 +75,11 @@ def doc_params(**blocks: str) -> Callable[[F], F]:
         return func
 
     return decorate
+
+
+def figure_returns(axes: str) -> str:
+    """The Returns section of a plot's docstring; ``axes`` names what comes back without a figure."""
+    return f"""\
+    Returns
+    -------
+    The figure with ``return_fig=True``; ``None`` when shown; else {axes}."""

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._docs import ENCODER_SIZES, doc_params
+
 __all__ = [
     "HomogeneousMLP",
     "NotHomogeneousError",
@@ -28,15 +30,13 @@ class NotHomogeneousError(ValueError):
     """Raised when an encoder cannot be verified as positively homogeneous."""
 
 
+@doc_params(encoder_sizes=ENCODER_SIZES)
 class HomogeneousMLP(nn.Module):
     """Bias-free multilayer perceptron with piecewise-linear activations.
 
     Parameters
     ----------
-    n_inputs
-        Number of input features (genes or principal components).
-    n_outputs
-        Embedding dimension.
+    {encoder_sizes}
     hidden
         Width of each hidden layer.
     activation
@@ -136,6 +136,7 @@ class HomogeneousMLP(nn.Module):
         return jac * self.input_scale
 
 
+@doc_params(encoder_sizes=ENCODER_SIZES)
 class BilinearEncoder(nn.Module):
     """Bias-free bilinear encoder: each output is a quadratic form of the input, ``f_d(z) = zᵀ Q_d z``.
 
@@ -147,10 +148,7 @@ class BilinearEncoder(nn.Module):
 
     Parameters
     ----------
-    n_inputs
-        Number of input features (principal components or genes).
-    n_outputs
-        Embedding dimension.
+    {encoder_sizes}
     rank
         Number of bilinear units ``j``; each ``Q_d`` has rank at most ``2 · rank``.
     input_scale

@@ -24,9 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from ._batch_correction import CORRECTION_METHODS
+from ._validation import check_int, check_number
 
 __all__ = ["PARAMS", "Param", "added_in", "registry_params"]
 
@@ -89,12 +88,9 @@ class Param:
         if value is None and self.optional:
             return
         if self.kind == "int" and self.minimum is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < self.minimum:
-                raise ValueError(f"{self.name} must be an integer >= {self.minimum:g}; got {value!r}.")
+            check_int(value, self.name, self.minimum, words=f"an integer >= {self.minimum:g}")
         elif self.kind == "float" and self.minimum is not None:
-            if not np.isfinite(value) or value < self.minimum or (self.strict and value == self.minimum):
-                bound = ">" if self.strict else ">="
-                raise ValueError(f"{self.name} must be a finite number {bound} {self.minimum:g}; got {value!r}.")
+            check_number(value, self.name, self.minimum, strict=self.strict)
         elif self.choices is not None:
             if value not in self.choices:
                 raise ValueError(f"{self.name} must be {_either(self.choices)}; got {value!r}.")

@@ -19,6 +19,8 @@ __all__ = [
     "as_matrix",
     "check_batch_size",
     "check_finite",
+    "check_int",
+    "check_number",
     "looks_like_counts",
     "missing_key_error",
     "obs_column",
@@ -87,11 +89,79 @@ def check_finite(X: Matrix, *, name: str = "X") -> None:
     )
 
 
+def check_int(
+    value: Any,
+    name: str,
+    minimum: int | None = 1,
+    *,
+    maximum: int | None = None,
+    optional: bool = False,
+    words: str | None = None,
+) -> int | None:
+    """Return ``value`` as an ``int`` after checking it is an integer in ``[minimum, maximum]``.
+
+    A ``minimum`` of ``None`` sets no lower bound. Booleans are refused, and
+    so are floats (even integral ones). ``None``
+    passes, and comes back, when ``optional``. The ``ValueError`` names the
+    argument, the bound and the value: "n_top must be a positive integer; got
+    0." ``words`` replaces how the message states what is wanted (default: "a
+    positive integer" for a minimum of 1, "a non-negative integer" for 0, "an
+    integer >= N" or "an integer from N to M" otherwise).
+    """
+    if value is None and optional:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
+    ):
+        if words is None:
+            if minimum is None:
+                words = "an integer"
+            elif maximum is not None:
+                words = f"an integer from {minimum} to {maximum}"
+            else:
+                words = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer >= {minimum}")
+        raise ValueError(f"{name} must be {words}{' or None' if optional else ''}; got {value!r}.")
+    return int(value)
+
+
+def check_number(
+    value: Any,
+    name: str,
+    minimum: float,
+    *,
+    strict: bool = False,
+    maximum: float | None = None,
+    words: str | None = None,
+) -> float:
+    """Return ``value`` as a ``float`` after checking it is a finite number above ``minimum``.
+
+    ``strict`` refuses ``minimum`` itself; ``maximum`` (included) bounds it
+    above. Booleans and non-numbers are refused. The ``ValueError`` names the
+    argument, the bound and the value ("scale must be a finite number > 0;
+    got 0."); ``words`` replaces how the message states what is wanted.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.number))
+        or not np.isfinite(value)
+        or value < minimum
+        or (strict and value == minimum)
+        or (maximum is not None and value > maximum)
+    ):
+        if words is None:
+            words = f"a finite number {'>' if strict else '>='} {minimum:g}"
+            if maximum is not None:
+                words += f" and <= {maximum:g}"
+        raise ValueError(f"{name} must be {words}; got {value!r}.")
+    return float(value)
+
+
 def check_batch_size(batch_size: Any, name: str = "batch_size") -> int:
     """Return ``batch_size`` as an ``int`` after checking it is a positive integer."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"{name} must be a positive integer; got {batch_size!r}.")
-    return int(batch_size)
+    return check_int(batch_size, name)
 
 
 def looks_like_counts(X: Matrix, *, n_rows: int = 1000, threshold: float = 50.0) -> float | None:

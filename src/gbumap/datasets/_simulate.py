@@ -648,6 +648,19 @@ def _batch_design(args: _Args, root: np.random.SeedSequence) -> _Batches | None:
 # ---------------------------------------------------------------------------
 # the cells, block by block, and the AnnData around them
 
+# Where each block's arrays go: (list in counts_parts / cell_parts, attribute of the block).
+_COUNT_FIELDS = (("data", "data"), ("indices", "indices"), ("x", "x"), ("nnz", "row_nnz"))
+_CELL_FIELDS = (
+    ("type", "cell_type"),
+    ("t", "t"),
+    ("size", "size_factor"),
+    ("total", "total"),
+    ("ngenes", "row_nnz"),
+    ("tau", "tau"),
+    ("fate", "fate"),
+    ("batch", "batch"),
+)
+
 
 def _draw_cells(
     design: _Design, args: _Args, root: np.random.SeedSequence
@@ -678,28 +691,17 @@ def _draw_cells(
         )
         return block.head(min(_SEED_BLOCK, n_cells - b * _SEED_BLOCK))
 
-    counts_parts: dict[str, list[np.ndarray]] = {"data": [], "indices": [], "x": [], "nnz": []}
-    cell_parts: dict[str, list[np.ndarray]] = {
-        "type": [], "t": [], "size": [], "total": [], "ngenes": [], "tau": [], "fate": [], "batch": []
-    }
+    counts_parts: dict[str, list[np.ndarray]] = {part: [] for part, _ in _COUNT_FIELDS}
+    cell_parts: dict[str, list[np.ndarray]] = {part: [] for part, _ in _CELL_FIELDS}
     executor = ThreadPoolExecutor(args.n_jobs) if args.n_jobs > 1 else None
     try:
         for first in range(0, n_blocks, blocks_per_chunk):
             ids = range(first, min(n_blocks, first + blocks_per_chunk))
             blocks = list(executor.map(run_block, ids)) if executor else [run_block(b) for b in ids]
             for blk in blocks:
-                counts_parts["data"].append(blk.data)
-                counts_parts["indices"].append(blk.indices)
-                counts_parts["x"].append(blk.x)
-                counts_parts["nnz"].append(blk.row_nnz)
-                cell_parts["type"].append(blk.cell_type)
-                cell_parts["t"].append(blk.t)
-                cell_parts["size"].append(blk.size_factor)
-                cell_parts["total"].append(blk.total)
-                cell_parts["ngenes"].append(blk.row_nnz)
-                cell_parts["tau"].append(blk.tau)
-                cell_parts["fate"].append(blk.fate)
-                cell_parts["batch"].append(blk.batch)
+                for parts, fields in ((counts_parts, _COUNT_FIELDS), (cell_parts, _CELL_FIELDS)):
+                    for part, field in fields:
+                        parts[part].append(getattr(blk, field))
             del blocks
             # Merge the chunk's blocks so the final concatenation handles few arrays.
             for key in counts_parts:

@@ -6,11 +6,13 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._docs import KEY_BATCH, doc_params
 from .._view import model_view
 
 __all__ = ["batch_correction"]
 
 
+@doc_params(key_batch=KEY_BATCH)
 def batch_correction(adata: AnnData, key: str = "gbumap", *, batch_size: int = 4096) -> pd.DataFrame:
     """Per cell, how far the batch correction moved it, in the input and on the map.
 
@@ -24,10 +26,7 @@ def batch_correction(adata: AnnData, key: str = "gbumap", *, batch_size: int = 4
     adata
         AnnData with a batch-corrected model under ``key`` (its Jacobians are
         read from ``obsm["<key>_jacobian"]`` when stored, else computed).
-    key
-        The model key.
-    batch_size
-        Cells per batch.
+    {key_batch}
 
     Returns
     -------

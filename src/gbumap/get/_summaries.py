@@ -12,7 +12,8 @@ from anndata import AnnData
 
 from .._anndata_input import select_cells
 from .._attribution import Reduction, check_reduction
-from .._docs import CELL_SELECTION, doc_params
+from .._docs import CELL_SELECTION, KEY_BATCH, PBMC_EXAMPLE, doc_params
+from .._validation import check_int
 from .._view import ModelView, model_view
 
 __all__ = ["mean_contributions", "top_feature_groups"]
@@ -26,7 +27,7 @@ def mean_over(adata: AnnData, view: ModelView, rows: np.ndarray, reduction: Redu
     return total / len(rows)
 
 
-@doc_params(cell_selection=CELL_SELECTION)
+@doc_params(cell_selection=CELL_SELECTION, key_batch=KEY_BATCH)
 def mean_contributions(
     adata: AnnData,
     obs: np.ndarray | Sequence[str] | Sequence[int] | None = None,
@@ -48,10 +49,7 @@ def mean_contributions(
     {cell_selection}
     reduction
         ``"l2"``, ``"normed_l2"`` or a signed axis index.
-    key
-        The model key.
-    batch_size
-        Cells per batch.
+    {key_batch}
 
     Returns
     -------
@@ -101,6 +99,7 @@ def l2_summary(
     return sums, totals, winners
 
 
+@doc_params(pbmc_example=PBMC_EXAMPLE)
 def top_feature_groups(
     adata: AnnData,
     n_top: int | None = 10,
@@ -144,17 +143,12 @@ def top_feature_groups(
         Categories are gene names, most frequent winner first; ``NaN`` for
         cells whose winner is not among them.
 
-    Examples
-    --------
-    >>> import scanpy as sc, gbumap
-    >>> adata = sc.datasets.pbmc68k_reduced()
-    >>> gbumap.tl.glassbox_umap(adata, n_steps=60, verbose=False)
+    {pbmc_example}
     >>> top = gbumap.get.top_feature_groups(adata, n_top=5)
     >>> len(top.cat.categories)
     5
     """
-    if n_top is not None and (isinstance(n_top, bool) or int(n_top) < 1):
-        raise ValueError(f"n_top must be a positive integer or None; got {n_top!r}.")
+    n_top = check_int(n_top, "n_top", optional=True)
     view = model_view(adata, key)
     _, _, winners = l2_summary(adata, view, np.arange(adata.n_obs), direction, batch_size)
     names = view.feature_names

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._docs import SHOW_SAVE, doc_params
+from .._docs import SHOW_SAVE, doc_params, figure_returns
 from .._results import find_result, select_group
+from .._validation import check_int
 from ._utils import finish, group_colors, plot_shell
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,7 +29,7 @@ def contrast_path(result: Mapping, group: str, n_genes: int) -> tuple[list[str],
     return names, terms[:n_genes], terms[n_genes:].sum(axis=0)
 
 
-@doc_params(show_save=SHOW_SAVE)
+@doc_params(show_save=SHOW_SAVE, returns=figure_returns("the axes"))
 def contrast(
     adata: AnnData,
     group: str | None = None,
@@ -74,9 +75,7 @@ def contrast(
     **kwargs
         Passed to :func:`scanpy.pl.embedding`.
 
-    Returns
-    -------
-    The figure with ``return_fig=True``; ``None`` when shown; else the axes.
+    {returns}
 
     Examples
     --------
@@ -90,8 +89,7 @@ def contrast(
     group = select_group(result, key, group, "contrasts", "contrasted")
     if "terms" not in result:
         raise KeyError(f"uns[{key!r}] holds no per-axis terms (written by an older gbumap); rerun gbumap.tl.contrast.")
-    if isinstance(n_genes, bool) or int(n_genes) < 0:
-        raise ValueError(f"n_genes must be a non-negative integer; got {n_genes!r}.")
+    n_genes = check_int(n_genes, "n_genes", 0)
     params = result["params"]
     groupby, reference = str(params["groupby"]), str(params["reference"])
     basis = str(params.get("model_key", "gbumap")) if basis is None else basis

@@ -13,7 +13,8 @@ from anndata import AnnData
 
 from .._anndata_input import select_cells
 from .._attribution import Reduction, reduction_label
-from .._docs import CELL_SELECTION, SHOW_SAVE, doc_params
+from .._docs import CELL_SELECTION, PBMC_EXAMPLE, SHOW_SAVE, doc_params, figure_returns
+from .._validation import check_int
 from ..get._summaries import mean_contributions as _get_mean_contributions
 from ..get._summaries import mean_over
 from ._utils import (
@@ -35,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["contribution", "feature_bars", "mean_contributions"]
 
 
-@doc_params(show_save=SHOW_SAVE)
+@doc_params(show_save=SHOW_SAVE, returns=figure_returns("the list of axes"), pbmc_example=PBMC_EXAMPLE)
 def contribution(
     adata: AnnData,
     genes: str | Sequence[str],
@@ -92,15 +93,9 @@ def contribution(
     **kwargs
         Passed to :func:`scanpy.pl.embedding` for every panel.
 
-    Returns
-    -------
-    The figure with ``return_fig=True``; ``None`` when shown; else the list of axes.
+    {returns}
 
-    Examples
-    --------
-    >>> import scanpy as sc, gbumap
-    >>> adata = sc.datasets.pbmc68k_reduced()
-    >>> gbumap.tl.glassbox_umap(adata, n_steps=60, verbose=False)
+    {pbmc_example}
     >>> gbumap.pl.contribution(adata, ["LYZ", "CST3"], shared_scale=True)  # doctest: +SKIP
     >>> gbumap.pl.contribution(adata, "LYZ", reduction=0)  # signed push along axis 1  # doctest: +SKIP
     """
@@ -144,7 +139,9 @@ def mean_contributions(*args: Any, **kwargs: Any) -> pd.Series:
     return _get_mean_contributions(*args, **kwargs)
 
 
-@doc_params(show_save=SHOW_SAVE, cell_selection=CELL_SELECTION)
+@doc_params(
+    show_save=SHOW_SAVE, cell_selection=CELL_SELECTION, returns=figure_returns("the axes"), pbmc_example=PBMC_EXAMPLE
+)
 def feature_bars(
     adata: AnnData,
     obs: np.ndarray | Sequence[str] | Sequence[int] | None = None,
@@ -195,22 +192,15 @@ def feature_bars(
     **kwargs
         Passed to :meth:`matplotlib.axes.Axes.barh`.
 
-    Returns
-    -------
-    The figure with ``return_fig=True``; ``None`` when shown; else the axes.
+    {returns}
 
-    Examples
-    --------
-    >>> import scanpy as sc, gbumap
-    >>> adata = sc.datasets.pbmc68k_reduced()
-    >>> gbumap.tl.glassbox_umap(adata, n_steps=60, verbose=False)
+    {pbmc_example}
     >>> gbumap.pl.feature_bars(adata, groupby="bulk_labels", group="CD14+ Monocyte")  # doctest: +SKIP
     >>> gbumap.pl.feature_bars(adata, adata.obs["louvain"] == "3", reduction=0)  # doctest: +SKIP
     """
     import matplotlib.pyplot as plt
 
-    if isinstance(n_genes, bool) or int(n_genes) < 1:
-        raise ValueError(f"n_genes must be a positive integer; got {n_genes!r}.")
+    n_genes = check_int(n_genes, "n_genes")
     view = model(adata, key)
     reduction = resolve_reduction(reduction, component, view.estimator.n_components, "feature_bars")
     rows, description = select_cells(adata, obs, groupby, group)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from anndata import AnnData
 
-from .._docs import SHOW_SAVE, doc_params
+from .._docs import SHOW_SAVE, doc_params, figure_returns
 from ..get._correction import batch_correction as correction_table
 from ._utils import finish, model, plot_shell
 
@@ -30,7 +30,7 @@ def _gene_parts(adata: AnnData, key: str, batch_size: int) -> tuple[np.ndarray, 
     return view.feature_names, sums["expression"] / adata.n_obs, sums["correction"] / adata.n_obs
 
 
-@doc_params(show_save=SHOW_SAVE)
+@doc_params(show_save=SHOW_SAVE, returns=figure_returns("the three axes"))
 def batch_correction(
     adata: AnnData,
     *,
@@ -72,9 +72,7 @@ def batch_correction(
     **kwargs
         Passed to :func:`scanpy.pl.embedding` for both scatter panels.
 
-    Returns
-    -------
-    The figure with ``return_fig=True``; ``None`` when shown; else the three axes.
+    {returns}
 
     Examples
     --------

@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._attribution import reduction_label
-from .._validation import obs_column
+from .._validation import check_int, obs_column
 from ..get._summaries import l2_summary
 from ._utils import embedding_key, group_colors, model
 
@@ -121,10 +121,8 @@ def explorer_data(
     batch_size: int = 4096,
 ) -> ExplorerData:
     """The numbers behind :func:`explore`: sample, genes, per-cell contributions, colourings (no bokeh)."""
-    if isinstance(max_cells, bool) or int(max_cells) < 1:
-        raise ValueError(f"max_cells must be a positive integer; got {max_cells!r}.")
-    if isinstance(n_genes, bool) or int(n_genes) < 1:
-        raise ValueError(f"n_genes must be a positive integer; got {n_genes!r}.")
+    max_cells = check_int(max_cells, "max_cells")
+    n_genes = check_int(n_genes, "n_genes")
     if groupby is not None:
         obs_column(adata, groupby)
     view = model(adata, key)

@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._anndata_input import missing_key_error
-from .._docs import SHOW_SAVE, doc_params
+from .._docs import SHOW_SAVE, doc_params, figure_returns
 from .._results import KINDS, TAG, find_result
 from ._utils import finish, panel_grid, plot_shell
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["interaction_modules"]
 
 
-@doc_params(show_save=SHOW_SAVE)
+@doc_params(show_save=SHOW_SAVE, returns=figure_returns("the list of axes"))
 def interaction_modules(
     adata: AnnData,
     modules: int | Sequence[int] = 3,
@@ -62,9 +62,7 @@ def interaction_modules(
     **kwargs
         Passed to :func:`scanpy.pl.embedding`.
 
-    Returns
-    -------
-    The figure with ``return_fig=True``; ``None`` when shown; else the list of axes.
+    {returns}
 
     Examples
     --------

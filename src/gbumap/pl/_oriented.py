@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from anndata import AnnData
 
-from .._docs import SHOW_SAVE, doc_params
+from .._docs import SHOW_SAVE, doc_params, figure_returns
 from ..get._oriented import Frame
 from ..get._oriented import oriented_contributions as _oriented_values
 from ._contribution import gene_panels
@@ -27,7 +27,7 @@ _LABELS = {
 }
 
 
-@doc_params(show_save=SHOW_SAVE)
+@doc_params(show_save=SHOW_SAVE, returns=figure_returns("the list of axes"))
 def oriented_contributions(  # noqa: PLR0913 (scanpy-style plot options, keyword-only)
     adata: AnnData,
     genes: str | Sequence[str],
@@ -86,9 +86,7 @@ def oriented_contributions(  # noqa: PLR0913 (scanpy-style plot options, keyword
     **kwargs
         Passed to :func:`scanpy.pl.embedding` for every panel.
 
-    Returns
-    -------
-    The figure with ``return_fig=True``; ``None`` when shown; else the list of axes.
+    {returns}
 
     Examples
     --------

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._docs import SHOW_SAVE, doc_params
+from .._docs import SHOW_SAVE, doc_params, figure_returns
 from .._results import find_result
-from .._validation import obs_column
+from .._validation import check_int, check_number, obs_column
 from ._utils import finish, group_colors, plot_shell
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,7 +52,7 @@ def _arrow_colors(adata: AnnData, color: str, picked: np.ndarray) -> tuple[list[
     return colors, {c: shown[c] for c in order}
 
 
-@doc_params(show_save=SHOW_SAVE)
+@doc_params(show_save=SHOW_SAVE, returns=figure_returns("the axes"))
 def perturbation(
     adata: AnnData,
     key: str = "perturb_gbumap",
@@ -108,9 +108,7 @@ def perturbation(
     **kwargs
         Passed to :func:`scanpy.pl.embedding` for the grey background.
 
-    Returns
-    -------
-    The figure with ``return_fig=True``; ``None`` when shown; else the axes.
+    {returns}
 
     Examples
     --------
@@ -121,10 +119,8 @@ def perturbation(
     import scanpy as sc
 
     result, disp = _result(adata, key, first_order)
-    if isinstance(n_arrows, bool) or not isinstance(n_arrows, (int, np.integer)) or n_arrows < 1:
-        raise ValueError(f"n_arrows must be a positive integer; got {n_arrows!r}.")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not 0 < scale < np.inf:
-        raise ValueError(f"scale must be a finite number > 0; got {scale!r}.")
+    n_arrows = check_int(n_arrows, "n_arrows")
+    check_number(scale, "scale", 0, strict=True)
     params = result["params"]
     basis = str(params["model_key"]) if basis is None else basis
     groupby = str(params.get("groupby", "None"))

@@ -14,7 +14,7 @@ from .._attribution import Reduction
 from .._docs import MODEL_GROUPBY, SHOW_SAVE, doc_params
 from .._ranking import check_score, rank_groups, score_label, warn_small_groups
 from .._results import RANKING_KINDS, block_kind
-from .._validation import obs_column, obs_groups
+from .._validation import check_int, obs_column, obs_groups
 from ._utils import finish, group_colors, is_signed, model, panel_grid, resolve_reduction
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -122,8 +122,7 @@ def rank_features(
     obs_column(adata, groupby)
     if kind not in ("bars", "dotplot"):
         raise ValueError(f"kind must be 'bars' or 'dotplot'; got {kind!r}.")
-    if isinstance(n_genes, bool) or int(n_genes) < 1:
-        raise ValueError(f"n_genes must be a positive integer; got {n_genes!r}.")
+    n_genes = check_int(n_genes, "n_genes")
     view = model(adata, key)
     reduction = resolve_reduction(reduction, component, view.estimator.n_components, "rank_features")
     rank_key = rank_key or f"rank_features_{key}"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._docs import SHOW_SAVE, doc_params
+from .._docs import PBMC_EXAMPLE, SHOW_SAVE, doc_params, figure_returns
 from ._utils import color_columns, embedding_key, finish, model, plot_shell
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,7 +28,7 @@ def _rebuilt(adata: AnnData, key: str, batch_size: int) -> np.ndarray:
     return out
 
 
-@doc_params(show_save=SHOW_SAVE)
+@doc_params(show_save=SHOW_SAVE, returns=figure_returns("the three axes"), pbmc_example=PBMC_EXAMPLE)
 def reconstruction(
     adata: AnnData,
     *,
@@ -73,15 +73,9 @@ def reconstruction(
     **kwargs
         Passed to :func:`scanpy.pl.embedding` for both scatter panels.
 
-    Returns
-    -------
-    The figure with ``return_fig=True``; ``None`` when shown; else the three axes.
+    {returns}
 
-    Examples
-    --------
-    >>> import scanpy as sc, gbumap
-    >>> adata = sc.datasets.pbmc68k_reduced()
-    >>> gbumap.tl.glassbox_umap(adata, n_steps=60, verbose=False)
+    {pbmc_example}
     >>> gbumap.pl.reconstruction(adata, color="bulk_labels")  # doctest: +SKIP
     """
     import matplotlib.pyplot as plt

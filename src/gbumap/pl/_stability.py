@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._docs import SHOW_SAVE, doc_params
+from .._docs import SHOW_SAVE, doc_params, figure_returns
 from .._results import find_result, select_group
+from .._validation import check_int
 from ._utils import finish, plot_shell
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["stability"]
 
 
-@doc_params(show_save=SHOW_SAVE)
+@doc_params(show_save=SHOW_SAVE, returns=figure_returns("the list of axes"))
 def stability(
     adata: AnnData,
     group: str | None = None,
@@ -66,9 +67,7 @@ def stability(
     **kwargs
         Passed to :func:`scanpy.pl.embedding`.
 
-    Returns
-    -------
-    The figure with ``return_fig=True``; ``None`` when shown; else the list of axes.
+    {returns}
 
     Examples
     --------
@@ -82,8 +81,7 @@ def stability(
     column = f"{key}_spread"
     if column not in adata.obs:
         raise KeyError(f"No stability result under obs[{column!r}] beside uns[{key!r}]; run gbumap.tl.stability first.")
-    if isinstance(n_genes, bool) or not isinstance(n_genes, (int, np.integer)) or n_genes < 1:
-        raise ValueError(f"n_genes must be a positive integer; got {n_genes!r}.")
+    n_genes = check_int(n_genes, "n_genes")
     params = result["params"]
     has_ranking = "names" in result
     if group is not None:

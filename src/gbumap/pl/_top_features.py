@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 from anndata import AnnData
 
-from .._docs import SHOW_SAVE, doc_params
+from .._docs import PBMC_EXAMPLE, SHOW_SAVE, doc_params, figure_returns
 from ..get._summaries import top_feature_groups as _get_top_feature_groups
 from ._utils import finish, plot_shell
 
@@ -37,7 +37,7 @@ def top_feature_groups(*args: Any, **kwargs: Any) -> pd.Series:
     return _get_top_feature_groups(*args, **kwargs)
 
 
-@doc_params(show_save=SHOW_SAVE)
+@doc_params(show_save=SHOW_SAVE, returns=figure_returns("the axes"), pbmc_example=PBMC_EXAMPLE)
 def top_features(
     adata: AnnData,
     n_top: int = 10,
@@ -95,15 +95,9 @@ def top_features(
     **kwargs
         Passed on to :func:`scanpy.pl.embedding` (``frameon``, ``legend_fontsize``, ...).
 
-    Returns
-    -------
-    The figure with ``return_fig=True``; ``None`` when shown; else the axes.
+    {returns}
 
-    Examples
-    --------
-    >>> import scanpy as sc, gbumap
-    >>> adata = sc.datasets.pbmc68k_reduced()
-    >>> gbumap.tl.glassbox_umap(adata, n_steps=60, verbose=False)
+    {pbmc_example}
     >>> gbumap.pl.top_features(adata, n_top=8)  # doctest: +SKIP
     """
     import scanpy as sc

@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 from anndata import AnnData
 
+from .._docs import BATCH_COPY, doc_params
 from .._ranking import records
 from .._results import KINDS, Result, result_key, write_result
 from .._validation import check_batch_size, obs_groups
@@ -32,6 +33,7 @@ def _split_terms(view: ModelView, mean_group: GroupSums, mean_ref: GroupSums) ->
     return difference / est.homogeneity_degree_, context / est.homogeneity_degree_
 
 
+@doc_params(batch_copy=BATCH_COPY)
 def contrast(
     adata: AnnData,
     groupby: str,
@@ -99,13 +101,7 @@ def contrast(
         The model key.
     key_added
         ``uns`` key of the result (default ``"contrast_<key>"``).
-    batch_size
-        Cells per batch (memory stays bounded by it).
-    copy
-        Return a modified copy instead of writing into ``adata``.
-
-    Returns
-    -------
+    {batch_copy}
     ``None``, or the modified copy when ``copy=True``. Writes
     ``uns[key_added]`` with ``params``; rank-ordered record arrays ``names``,
     ``scores``, ``share`` (``scores / |Δ|``), ``across``, ``difference_term``,

@@ -12,7 +12,7 @@ from anndata import AnnData
 from .._dask import is_dask_array, store_rows, threads_for_in_memory
 from .._progress import progress_bar
 from .._registry import encode_record
-from .._validation import check_batch_size
+from .._validation import check_batch_size, check_int
 from .._view import ModelView, chunk_reconstruction_gaps, model_view, reconstruction_error_of
 
 __all__ = ["contributions"]
@@ -145,8 +145,7 @@ def contributions(
             raise ValueError(
                 f"Model {key!r} explains columns of {view.spec.description}, not genes; a gene layer cannot be built."
             )
-        if isinstance(top_genes, bool) or int(top_genes) < 1:
-            raise ValueError(f"top_genes must be a positive integer; got {top_genes!r}.")
+        top_genes = check_int(top_genes, "top_genes")
     emb_key = f"X_{key}"
     if emb_key not in adata.obsm:
         raise KeyError(f"obsm[{emb_key!r}] not found; run gbumap.tl.fit(adata, key_added={key!r}) first.")

@@ -11,10 +11,11 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._docs import BATCH_COPY, doc_params
 from .._gmt import read_gmt
 from .._ranking import benjamini_hochberg, records
 from .._results import KINDS, Result, result_key, write_result
-from .._validation import GroupLabels, check_batch_size, obs_groups
+from .._validation import GroupLabels, check_batch_size, check_int, obs_groups
 from .._view import ModelView, model_view
 
 __all__ = ["GENE_SEPARATOR", "GeneSets", "gene_set_contributions"]
@@ -108,12 +109,6 @@ def _match_sets(
             "gene identifiers as var_names (symbols vs Ensembl IDs, species)."
         )
     return matched, []
-
-
-def _check_positive(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    return int(value)
 
 
 def _set_terms(view: ModelView, sets: _Sets) -> dict:
@@ -252,6 +247,7 @@ def _ranking(sums: _GroupSums, sets: _Sets, feature_names: np.ndarray, n_top: in
     return result
 
 
+@doc_params(batch_copy=BATCH_COPY)
 def gene_set_contributions(
     adata: AnnData,
     gene_sets: GeneSets,
@@ -313,13 +309,7 @@ def gene_set_contributions(
         with no set left still raises.
     key_added
         ``obsm`` and ``uns`` key of the result (default ``"gene_sets_<key>"``).
-    batch_size
-        Cells per batch (memory stays bounded by it).
-    copy
-        Return a modified copy instead of writing into ``adata``.
-
-    Returns
-    -------
+    {batch_copy}
     ``None``, or the modified copy when ``copy=True``. Writes:
 
     ``obsm[key_added]``
@@ -360,8 +350,8 @@ def gene_set_contributions(
             "scored. Fit it on genes (or on an X_pca that traces back to genes)."
         )
     batch_size = check_batch_size(batch_size)
-    n_top = _check_positive(n_top, "n_top")
-    min_genes = _check_positive(min_genes, "min_genes")
+    n_top = check_int(n_top, "n_top")
+    min_genes = check_int(min_genes, "min_genes")
     feature_names = np.asarray(view.feature_names).astype(str)
     sets, dropped = _match_sets(_as_gene_sets(gene_sets), feature_names, min_genes, bool(drop_small))
     labels = None if groupby is None else obs_groups(adata, groupby, min_groups=2)

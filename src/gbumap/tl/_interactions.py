@@ -7,7 +7,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._results import Result, result_key, write_result
-from .._validation import check_batch_size
+from .._validation import check_batch_size, check_int
 from .._view import ModelView, model_view
 
 __all__ = ["interaction_modules", "module_views"]
@@ -116,11 +116,12 @@ def interaction_modules(
     batch_size = check_batch_size(batch_size)
     forms = _quadratic_forms(view)
     n_inputs = forms.shape[1]
-    if isinstance(n_modules, bool) or not isinstance(n_modules, (int, np.integer)) or not 1 <= n_modules <= n_inputs:
-        raise ValueError(
-            f"n_modules must be an integer from 1 to {n_inputs} (the rank of the {n_inputs} × {n_inputs} "
-            f"interaction matrices); got {n_modules!r}."
-        )
+    n_modules = check_int(
+        n_modules,
+        "n_modules",
+        maximum=n_inputs,
+        words=f"an integer from 1 to {n_inputs} (the rank of the {n_inputs} × {n_inputs} interaction matrices)",
+    )
     est = view.estimator
     labels = view.batch_labels(adata)
     inputs = np.empty((adata.n_obs, n_inputs))

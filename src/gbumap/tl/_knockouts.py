@@ -9,7 +9,7 @@ from anndata import AnnData
 
 from .._ranking import records
 from .._results import KINDS, Result, result_key, write_result
-from .._validation import check_batch_size, obs_groups
+from .._validation import check_batch_size, check_int, obs_groups
 from .._view import ModelView, model_view
 from ._perturb import (
     agreement_rtol,
@@ -195,8 +195,7 @@ def rank_knockouts(
     """
     view = model_view(adata, key)
     batch_size = check_batch_size(batch_size)
-    if isinstance(n_exact, bool) or not isinstance(n_exact, (int, np.integer)) or n_exact < 0:
-        raise ValueError(f"n_exact must be an integer ≥ 0; got {n_exact!r}.")
+    n_exact = check_int(n_exact, "n_exact", 0, words="an integer ≥ 0")
     chosen = obs_groups(adata, groupby, groups)
     wanted, group_of = chosen.names, chosen.group_of
     targets, label = _knockout_targets(value, view)

@@ -18,7 +18,7 @@ from anndata import AnnData
 
 from .._anndata_input import select_obs
 from .._results import Result, result_key, write_result
-from .._validation import check_batch_size, obs_column
+from .._validation import check_batch_size, check_number, obs_column
 from .._view import ModelView, model_view
 
 # perturb and, for tl.rank_knockouts, the shared pieces of a perturbation
@@ -131,8 +131,7 @@ def _resolve_edit(value, fold_change, log1p: bool, baseline: np.ndarray, n_cells
     if fold_change is not None:
         if not (_is_number(value) and float(value) == 0.0):
             raise ValueError("Pass either value= or fold_change=, not both: fold_change multiplies the input.")
-        if not _is_number(fold_change) or not np.isfinite(float(fold_change)) or float(fold_change) < 0:
-            raise ValueError(f"fold_change must be a finite number ≥ 0; got {fold_change!r}.")
+        check_number(fold_change, "fold_change", 0, words="a finite number ≥ 0")
         if not isinstance(log1p, (bool, np.bool_)):
             raise ValueError(f"log1p must be True or False; got {log1p!r}.")
         f = float(fold_change)

@@ -9,7 +9,7 @@ from anndata import AnnData
 
 from .._anndata_input import sharing_arrays
 from .._results import result_key
-from .._validation import obs_groups
+from .._validation import check_int, obs_groups
 from ._contributions import contributions
 from ._fit import _fit
 from ._rank import rank_features
@@ -76,8 +76,8 @@ def glassbox_umap(
     if groupby is not None:  # fail before training, not after it
         obs_groups(adata, groupby, min_groups=2, min_cells=2, purpose="; ranking needs at least 2 per group")
         result_key(adata, "rank_features", None, key_added)
-    if top_genes is not None and (isinstance(top_genes, bool) or int(top_genes) < 1):
-        raise ValueError(f"top_genes must be a positive integer; got {top_genes!r}.")
+    if top_genes is not None:
+        check_int(top_genes, "top_genes")
     named = {
         k: fit_params.pop(k, None)
         for k in ("use_rep", "layer", "mask_var", "n_pcs", "neighbors_key", "batch_key")

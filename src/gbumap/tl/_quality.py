@@ -12,7 +12,7 @@ from anndata import AnnData
 from .. import _layout_metrics as metrics
 from .._anndata_input import missing_key_error
 from .._results import Result, result_key, write_result
-from .._validation import check_finite, obs_column
+from .._validation import check_finite, check_int, obs_column
 
 __all__ = ["quality"]
 
@@ -175,8 +175,7 @@ def quality(
         basis = [basis]
     if len(basis) == 0:
         raise ValueError("basis is empty; name at least one embedding, e.g. basis='gbumap'.")
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 1:
-        raise ValueError(f"n_neighbors must be a positive integer; got {n_neighbors!r}.")
+    n_neighbors = check_int(n_neighbors, "n_neighbors")
     if adata.n_obs <= n_neighbors + 1:
         raise ValueError(
             f"Too few cells: {adata.n_obs} cells for n_neighbors={n_neighbors}; lower n_neighbors or add cells."

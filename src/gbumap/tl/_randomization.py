@@ -15,7 +15,7 @@ from .._ranking import check_score, rank_groups, ranked_values, warn_small_group
 from .._registry import ModelRecord, encode_record
 from .._results import Result, result_key, write_result
 from .._runs import run_model, run_view
-from .._validation import check_batch_size, obs_groups
+from .._validation import check_batch_size, check_int, obs_groups
 from .._view import model_view
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -140,13 +140,11 @@ def randomization_check(
     from scipy.stats import spearmanr
 
     labels = obs_groups(adata, groupby, min_groups=2, min_cells=2, purpose="; ranking needs at least 2 per group")
-    if isinstance(n_randomizations, bool) or int(n_randomizations) < 1:
-        raise ValueError(f"n_randomizations must be a positive integer; got {n_randomizations!r}.")
+    n_randomizations = check_int(n_randomizations, "n_randomizations")
     if method not in ("reinit", "shuffle"):
         raise ValueError(f"method must be 'reinit' or 'shuffle'; got {method!r}.")
     check_score(score)
-    if isinstance(n_top, bool) or int(n_top) < 1:
-        raise ValueError(f"n_top must be a positive integer; got {n_top!r}.")
+    n_top = check_int(n_top, "n_top")
     view = model_view(adata, key)
     reduction = check_reduction(reduction, view.estimator.n_components)
     batch_size = check_batch_size(batch_size)

@@ -15,7 +15,7 @@ from .._ranking import rank_groups, rank_positions, ranked_values, records, warn
 from .._registry import encode_weights
 from .._results import KINDS, Result, result_key, write_result
 from .._runs import load_run_weights, run_model, run_view
-from .._validation import GroupLabels, as_matrix, obs_groups
+from .._validation import GroupLabels, as_matrix, check_int, check_number, obs_groups
 from .._view import ModelView, model_view
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only; the estimator imports torch
@@ -70,20 +70,12 @@ def _shared_graph(adata: AnnData, view: ModelView, X, seed: int) -> tuple[sp.csr
 
 
 def _check_args(n_models, n_top, bootstrap, random_state) -> None:
-    if isinstance(n_models, bool) or not isinstance(n_models, (int, np.integer)) or n_models < 2:
-        raise ValueError(
-            f"n_models must be an integer >= 2 (the reference model plus at least one more run); got {n_models!r}."
-        )
-    if isinstance(n_top, bool) or not isinstance(n_top, (int, np.integer)) or n_top < 1:
-        raise ValueError(f"n_top must be an integer >= 1 (the size of the top lists compared); got {n_top!r}.")
+    check_int(n_models, "n_models", 2, words="an integer >= 2 (the reference model plus at least one more run)")
+    check_int(n_top, "n_top", words="an integer >= 1 (the size of the top lists compared)")
     if bootstrap is not None:
-        if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, float, np.number)) or not 0 < bootstrap <= 1:
-            raise ValueError(
-                f"bootstrap must be a fraction of cells in (0, 1] (e.g. 0.8), or None to train on all cells; "
-                f"got {bootstrap!r}."
-            )
-    if random_state is not None and (isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer))):
-        raise ValueError(f"random_state must be an integer or None; got {random_state!r}.")
+        words = "a fraction of cells in (0, 1] (e.g. 0.8), or None to train on all cells"
+        check_number(bootstrap, "bootstrap", 0, strict=True, maximum=1, words=words)
+    check_int(random_state, "random_state", None, optional=True)
 
 
 def stability(
