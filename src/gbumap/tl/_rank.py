@@ -87,8 +87,8 @@ def rank_features(
         recovers them as well (0.98) but finds almost no canonical markers on
         real cells; ``mean`` lists negative markers.
     groups
-        Subset of groups to rank (default: all). The rest is always every
-        other cell.
+        Subset of groups to rank (default: every group with cells). The
+        rest is always every other labelled cell.
     n_genes
         Genes kept per group (default: all the model's genes).
     layer

@@ -174,9 +174,9 @@ def stability(
 
     _check_args(n_models, n_top, bootstrap, random_state)
     view = model_view(adata, key)
-    labels = None
+    groups = None
     if groupby is not None:
-        labels = obs_groups(adata, groupby, min_groups=2, min_cells=2, purpose="; ranking needs at least 2 per group")
+        groups = obs_groups(adata, groupby, min_groups=2, min_cells=2, purpose="; ranking needs at least 2 per group")
     if view.embedding_key not in adata.obsm:
         raise KeyError(f"obsm[{view.embedding_key!r}] not found; run gbumap.tl.fit(adata, key_added={key!r}).")
     key_added = result_key(adata, "stability", key_added, key)
@@ -196,8 +196,8 @@ def stability(
     # Dask or backed input stays lazy: the runs' passes (projection, embedding) go over its row chunks
     X = as_matrix(view.matrix(adata, lazy=True), name="X", dtype=ref.numpy_dtype)
     n_cells = X.shape[0]
-    batches = view.batch_labels(adata)
-    codes = None if batches is None else ref.correction_.codes(batches)
+    labels = view.batch_labels(adata)
+    codes = None if labels is None else ref.correction_.codes(labels)
     t0 = time.perf_counter()
     graph, graph_source = _shared_graph(adata, view, X, ref_seed)
     graph_seconds = time.perf_counter() - t0
@@ -231,16 +231,16 @@ def stability(
             runs.append(run_model(ref, est.encoder_, seed, info))
             bar.update(1)
 
-    embeddings = [_embedding(m, X, batches) for m in runs]
+    embeddings = [_embedding(m, X, labels) for m in runs]
     aligned = [procrustes_align(Y, reference) for Y in embeddings]
     sq = np.stack([np.sum((A - reference) ** 2, axis=1) for A, _ in aligned])  # (runs, cells)
     spread = np.sqrt(sq.mean(axis=0))
     residual = np.sqrt(sq.mean(axis=1))
 
     ranking: dict = {}
-    if labels is not None:
-        warn_small_groups(labels.names, labels.sizes, groupby, None)
-        ranking = _stability_ranking(adata, view, runs, labels, int(n_top))
+    if groups is not None:
+        warn_small_groups(groups.names, groups.sizes, groupby, None)
+        ranking = _stability_ranking(adata, view, runs, groups, int(n_top))
 
     result = {
         "params": {
