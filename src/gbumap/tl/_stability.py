@@ -224,7 +224,7 @@ def stability(
                 cells = np.sort(np.random.default_rng(seed).choice(n_cells, size=min(n_train, n_cells), replace=False))
                 est = GlassBoxUMAP(**{**params, "random_state": seed})
                 est.fit(X[cells], graph=graph[cells][:, cells], projection=ref,
-                        batches=None if batches is None else batches[cells])
+                        batches=None if labels is None else labels[cells])
             train_seconds.append(float(est.training_info_["seconds"]))
             info = {"loss": est.loss_history_, "seconds": est.training_info_["seconds"]}
             infos.append(info)
