@@ -50,8 +50,8 @@ def main() -> int:
     import scanpy as sc
 
     import gbumap
-    from gbumap._estimator import auto_n_steps
     from gbumap._layout_metrics import knn_preservation, label_accuracy
+    from gbumap._schedule import auto_n_steps
 
     adata = gbumap.datasets.simulate(args.n_cells, 2000, random_state=0)
     sc.pp.normalize_total(adata)

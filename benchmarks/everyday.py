@@ -19,7 +19,7 @@ the reconstruction error it measured. Pictures: both maps of every data set.
 
 Writes ``benchmarks/results/everyday.json``, ``everyday.md`` and ``everyday_<data>.png``.
 
-    python benchmarks/everyday.py                          # all sizes (about 20 minutes on 2 cores)
+    python benchmarks/everyday.py                          # all sizes (about 12 minutes on 2 cores)
     python benchmarks/everyday.py --sizes 3000 10000       # a subset
 """
 

@@ -30,7 +30,7 @@ from ._dask import (
 from ._encoder import BilinearEncoder, HomogeneousMLP, check_homogeneous, encoder_jacobian
 from ._params import PARAMS
 from ._progress import progress_bar
-from ._schedule import auto_n_steps, training_schedule  # noqa: F401  (auto_n_steps: re-exported for benchmarks)
+from ._schedule import training_schedule
 from ._validation import Matrix, as_matrix
 
 __all__ = ["GlassBoxUMAP"]

@@ -1,10 +1,13 @@
 """Training the encoder on the UMAP objective.
 
 Each step samples ``batch_size`` graph edges with probability proportional to
-their membership strength, embeds only the cells those edges touch, and draws
-``negative_sample_rate`` negatives per edge among the embedded cells. The data,
-the edge list and its cumulative weights stay on the device as tensors, so a
-step costs the same whatever the number of cells and has no per-step Python
+their membership strength and draws ``negative_sample_rate`` negatives per
+edge. On edge batches it embeds only the cells those edges touch and draws the
+negatives among them, so a step costs the same whatever the number of cells;
+full batch (``TrainingConfig.full_batch``, small graphs) it embeds every cell
+once and draws edges and negatives over the whole layout. Which mode, and how
+many steps, is chosen in :mod:`gbumap._schedule`. The data, the edge list and
+its cumulative weights stay on the device as tensors, with no per-step Python
 data loading.
 """
 
