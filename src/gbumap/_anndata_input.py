@@ -10,6 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from ._modalities import Modalities
 from ._validation import Matrix, as_matrix, check_int, missing_key_error, obs_column, obs_groups
 
 __all__ = [
@@ -360,6 +361,7 @@ class InputChoice:
     why_not_genes: str | None = None
     graph: sp.csr_matrix | None = None
     neighbors: dict | None = None
+    modalities: Modalities | None = None
 
     def __post_init__(self) -> None:
         if self.neighbors is None:
@@ -376,6 +378,10 @@ def choose_input(
     neighbors_key: str | None,
     params: dict,
     neighbors_any_rep: bool = False,
+    modality_key: str | None = None,
+    modality_weighting: str = "variance",
+    modality_weights=None,
+    random_state: int | None = 0,
 ) -> InputChoice:
     """Validate and resolve every input option of ``tl.fit`` into one :class:`InputChoice`.
 
@@ -385,10 +391,26 @@ def choose_input(
     """
     from ._validation import check_finite
 
-    spec, mask = resolve_input(adata, layer=layer, use_rep=use_rep, mask_var=mask_var)
-    check_int(n_pcs, "n_pcs", 0, optional=True)
+    if modality_key is not None:
+        if use_rep is not None:
+            raise ValueError(
+                "modality_key= reads the features of every modality and cannot be combined with use_rep=; "
+                "drop use_rep (each modality gets its own PCA inside the model: n_pcs= per modality)."
+            )
+        # several modalities: every feature unless mask_var says otherwise (an RNA-only HVG column would drop the
+        # proteins)
+        spec, mask = resolve_input(adata, layer=layer, mask_var=False if mask_var is None else mask_var)
+    else:
+        spec, mask = resolve_input(adata, layer=layer, use_rep=use_rep, mask_var=mask_var)
+        check_int(n_pcs, "n_pcs", 0, optional=True)
     params = dict(params)
-    if use_rep is not None:
+    if modality_key is not None:
+        choice = _multimodal_choice(
+            adata, spec, mask, modality_key, n_pcs, params, modality_weighting, modality_weights, random_state
+        )
+        n_pcs = None  # per modality: not comparable with a scanpy graph's n_pcs
+        rep_name = "X" if layer is None else f"layer:{layer}"
+    elif use_rep is not None:
         rep = np.asarray(adata.obsm[use_rep])
         if rep.ndim != 2:
             raise ValueError(f"obsm[{use_rep!r}] must be 2-D; got shape {rep.shape}.")
@@ -426,6 +448,46 @@ def choose_input(
     elif neighbors_any_rep:
         raise ValueError("neighbors_any_rep=True needs neighbors_key= (the graph to follow).")
     return choice
+
+
+def _multimodal_choice(
+    adata: AnnData, spec: InputSpec, mask, modality_key: str, n_pcs, params: dict, weighting: str, weights,
+    seed: int | None,
+) -> InputChoice:
+    """Every modality's features side by side, with the block-diagonal loadings of :mod:`gbumap._modalities`."""
+    from ._dask import column_stats, is_dask_array, row_chunked
+    from ._modalities import fit_modalities, modality_codes
+
+    if modality_key not in adata.var.columns:
+        raise missing_key_error("var column (modality_key)", modality_key, adata.var.columns)
+    if params.get("pca_components") is not None:
+        raise ValueError(
+            "pca_components cannot be combined with modality_key=; pass n_pcs= (one number for every modality, "
+            "or a mapping such as {'GEX': 50, 'ADT': 0})."
+        )
+    matrix, names = feature_matrix(adata, spec, lazy=True)
+    labels = adata.var[modality_key].to_numpy()
+    if mask is not None:
+        dropped = sorted(set(map(str, labels[~mask])) - set(map(str, labels[mask])))
+        if dropped:
+            raise ValueError(
+                f"mask_var keeps no feature of modality {', '.join(map(repr, dropped))}; every modality needs at "
+                "least one feature. Pass a mask that keeps some of each (e.g. the highly variable genes and all "
+                "proteins)."
+            )
+        matrix, names, labels = matrix[:, np.flatnonzero(mask)], names[mask], labels[mask]
+    modalities, codes = modality_codes(labels, f"var[{modality_key!r}]")
+    dtype = np.float64 if params.get("dtype") == "float64" else np.float32
+    mean = column_stats(matrix if is_dask_array(matrix) else row_chunked(matrix))
+    components, info = fit_modalities(
+        matrix, mean, modalities, codes, n_pcs=n_pcs, weighting=weighting, emphasis=weights,
+        n_neighbors=int(params.get("n_neighbors", 15)), source=f"var:{modality_key}", dtype=dtype,
+        random_state=0 if seed is None else int(seed),
+    )
+    params["pca_components"] = None
+    return InputChoice(
+        matrix, names, spec, params, components=components, projection_source="gbumap_modalities", modalities=info
+    )
 
 
 def _neighbors_graph(

@@ -175,6 +175,7 @@ def rank_groups(  # noqa: PLR0915 (one pass over the cells accumulating every st
     n_genes: int | None = None,
     layer: str | None = None,
     batch_size: int = 4096,
+    modality: str | None = None,
 ) -> dict:
     """The ranking of :func:`gbumap.tl.rank_features` as a block (a dict), written nowhere.
 
@@ -182,8 +183,11 @@ def rank_groups(  # noqa: PLR0915 (one pass over the cells accumulating every st
     cell. ``view`` is the model (a :class:`~gbumap._view.ModelView`; its
     stored Jacobians are used when ``obsm`` holds them under its key);
     ``reduction`` is already checked (:func:`gbumap._attribution.check_reduction`).
+    ``modality`` (a multimodal model) lists only that modality's features;
+    their p-values are adjusted among themselves.
     """
     check_score(score)
+    allowed = modality_features(view, modality)
     batch_size = check_batch_size(batch_size)
     codes = labels.codes
     group_codes = labels.name_codes
@@ -257,6 +261,13 @@ def rank_groups(  # noqa: PLR0915 (one pass over the cells accumulating every st
         statistic = mean_in * np.maximum(pts_in - pts_rest, 0.0)
     else:
         statistic = {"t": t, "logfc": lfc, "mean": mean_in}[score]
+    info = view.record.modalities
+    of_feature = None if info is None else info.of_features()
+    if allowed is not None:
+        names, of_feature = names[allowed], of_feature[allowed]
+        statistic, lfc, pvals, pts_in, pts_rest = (a[:, allowed] for a in (statistic, lfc, pvals, pts_in, pts_rest))
+        mean_in, expr_sum = mean_in[:, allowed], expr_sum[:, allowed]
+        n_feat = len(allowed)
     keep = n_feat if n_genes is None else min(int(n_genes), n_feat)
     order = np.argsort(-statistic, axis=1, kind="stable")[:, :keep]
     result = {}
@@ -270,11 +281,13 @@ def rank_groups(  # noqa: PLR0915 (one pass over the cells accumulating every st
         "mean_contribution": (mean_in, "float32"),
         "mean_expression": (expr_sum / n_in, "float32"),
     }
+    if of_feature is not None:
+        fields["modality"] = (of_feature, "O")
     group_names = [str(g) for g in groups]
     for field, (values, dtype) in fields.items():
         cols = {}
         for gi, g in enumerate(group_names):
-            cols[g] = values[order[gi]] if field == "names" else values[gi][order[gi]]
+            cols[g] = values[order[gi]] if values.ndim == 1 else values[gi][order[gi]]
         result[field] = records(cols, dtype)
     adj = {g: benjamini_hochberg(pvals[gi])[order[gi]] for gi, g in enumerate(group_names)}
     result["pvals_adj"] = records(adj, "float64")
@@ -293,4 +306,20 @@ def rank_groups(  # noqa: PLR0915 (one pass over the cells accumulating every st
         "baseline": str(view.estimator.baseline),
         "expression_layer": "None" if layer is None else str(layer),
     }
+    if info is not None:
+        result["params"]["modality"] = "all" if modality is None else str(modality)
     return result
+
+
+def modality_features(view, modality: str | None) -> np.ndarray | None:
+    """Positions of ``modality``'s features among the model's (``None``: all); an unknown name raises."""
+    if modality is None:
+        return None
+    info = view.record.modalities
+    if info is None:
+        raise ValueError(
+            f"modality={modality!r} needs a multimodal model; the model under uns[{view.key!r}] reads one modality."
+        )
+    if str(modality) not in set(info.names):
+        raise ValueError(f"modality must be one of {list(info.names)}; got {modality!r}.")
+    return info.columns(int(np.flatnonzero(info.names == str(modality))[0]))

@@ -27,6 +27,13 @@ Format versions (``uns[key]["format_version"]``):
   correction and embed cells wrongly. Format-2 files read through
   :func:`_migrate_from_2` (no correction; ``batch_correction="harmony"``, the
   parameter's default, which such models never used).
+  The optional ``modalities`` mapping (a model over several modalities:
+  ``names``, per-feature ``feature_codes``, per-modality ``n_pcs``,
+  ``scales`` and ``emphasis``, the ``weighting`` rule, the ``source`` and,
+  for MuData, each modality's ``layers``) came later within format 3:
+  earlier readers ignore it and still embed and explain cells exactly, since
+  the weights are folded into the stored loadings; they only lose the
+  per-modality views.
 
 * **2** (gbumap 0.2): adds ``params/input_norm``, ``params/input_norm_scale``,
   ``params/training_precision``, ``projection/input_norm_offset`` (absent for
@@ -50,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._anndata_input import InputSpec
+from ._modalities import Modalities
 from ._params import added_in, registry_params
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,6 +72,7 @@ __all__ = [
     "encode_model",
     "encode_record",
     "encode_weights",
+    "mark_mudata_source",
     "read_record",
     "registry_for",
 ]
@@ -545,6 +554,10 @@ class ModelRecord:
         always records the running version).
     batch_key
         The ``obs`` column of the batch labels, for a batch-corrected model.
+    modalities
+        For a model over several modalities (genes and proteins): which
+        feature belongs to which, each modality's projection and weight
+        (:class:`gbumap._modalities.Modalities`).
     """
 
     model: GlassBoxUMAP
@@ -559,6 +572,7 @@ class ModelRecord:
     query: dict | None = None
     gbumap_version: str | None = None
     batch_key: str | None = None
+    modalities: Modalities | None = None
 
     @property
     def gene_level(self) -> bool:
@@ -593,6 +607,8 @@ def encode_record(record: ModelRecord) -> dict:
         reg["query"] = dict(record.query)
     if "batch_correction" in reg:
         reg["batch_correction"]["batch_key"] = str(record.batch_key)
+    if record.modalities is not None:
+        reg["modalities"] = record.modalities.to_dict()
     return reg
 
 
@@ -615,6 +631,14 @@ def decode_record(reg: Mapping, *, encoder=None, where: str = "registry") -> Mod
             query["fill_values"] = _numeric(query["fill_values"], "query/fill_values",
                                             shape=query["missing_genes"].shape).astype(np.float64)
     errors = reg.get("reconstruction_error")
+    modalities = None
+    if "modalities" in reg:
+        if not isinstance(reg["modalities"], Mapping):
+            raise RegistryError("Registry 'modalities' must be a mapping.")
+        try:
+            modalities = Modalities.from_dict(reg["modalities"], model.n_features_in_, model.n_inputs_)
+        except ValueError as err:
+            raise RegistryError(f"Registry {err}") from None
     return ModelRecord(
         model=model,
         feature_names=names,
@@ -631,7 +655,14 @@ def decode_record(reg: Mapping, *, encoder=None, where: str = "registry") -> Mod
             _as_str(_field(reg["batch_correction"], "batch_key", "batch_correction/"), "batch_correction/batch_key")
             if "batch_correction" in reg else None
         ),
+        modalities=modalities,
     )
+
+
+def mark_mudata_source(reg: dict, layers: list[str | None]) -> None:
+    """Record in an encoded registry that its modalities came from a MuData, with the layer read in each."""
+    reg["modalities"]["source"] = "mudata"
+    reg["modalities"]["layers"] = np.asarray(["" if layer is None else str(layer) for layer in layers], dtype=str)
 
 
 def read_record(adata, key: str = "gbumap", *, encoder=None) -> ModelRecord:

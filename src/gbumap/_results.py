@@ -108,7 +108,7 @@ KINDS: dict[str, ResultKind] = {
     for kind in (
         ResultKind(
             "rank_features", 1, "gbumap.tl.rank_features", "ranking", "rank_features_{key}",
-            fields=(*_RANK, "group_sizes", "params"), ranked=_RANK,
+            fields=(*_RANK, "group_sizes", "params"), optional=("modality",), ranked=(*_RANK, "modality"),
             legacy=_method("gbumap_contributions"),
         ),
         ResultKind(

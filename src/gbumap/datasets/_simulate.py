@@ -36,6 +36,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ._proteins import min_proteins, with_proteins
+
 __all__ = ["simulate", "truth_matrix", "ROLES"]
 
 #: Gene roles, in the order of the categories of ``var["role"]``.
@@ -123,6 +125,11 @@ def simulate(  # noqa: PLR0913 (one keyword per knob of the simulated tissue, al
     batch_gene_fraction: float = 0.3,
     batch_lfc: float = 0.8,
     batch_depth_sigma: float = 0.2,
+    n_proteins: int = 0,
+    protein_split_types: int = 2,
+    protein_lfc: float = 2.0,
+    protein_background: float = 30.0,
+    protein_dispersion: float = 0.2,
     chunk_size: int = 50_000,
     n_jobs: int = 1,
     random_state: int | None = 0,
@@ -243,6 +250,25 @@ def simulate(  # noqa: PLR0913 (one keyword per knob of the simulated tissue, al
     batch_depth_sigma
         Log-normal sigma of the per-batch depth multipliers (0: every batch has
         the same depth).
+    n_proteins
+        Surface proteins measured with the RNA, as in CITE-seq (0: none, and
+        the output is the same as without the protein options). Each lineage
+        has 3 marker proteins (so the types of one lineage differ in RNA
+        only), and ``protein_split_types`` types are each split into two
+        subtypes with 3 markers each and identical RNA (``obs["subtype"]``);
+        the other proteins are background. Needs at least ``3·n_lineages +
+        6·protein_split_types`` proteins.
+    protein_split_types
+        Cell types split by protein alone: the first type (``L<i>_T0``) of
+        each of the first ``protein_split_types`` lineages.
+    protein_lfc
+        Typical natural-log fold change of a marker protein (per protein,
+        uniformly from ``protein_lfc · [1 - lfc_spread, 1 + lfc_spread]``).
+    protein_background
+        Typical background (ambient) count of a protein at size factor 1;
+        per protein log-normal around it (sigma 0.5).
+    protein_dispersion
+        NB dispersion of the protein counts.
     chunk_size
         Cells assembled into CSR at a time; rounded up to a multiple of 1,024.
         Only dense blocks of 1,024 cells are ever allocated, so memory stays
@@ -303,6 +329,19 @@ def simulate(  # noqa: PLR0913 (one keyword per knob of the simulated tissue, al
           (float64 array, ``n_batches``: each batch's depth multiplier ``d_b``).
           Everything is ``.h5ad``-writable.
 
+        With ``n_proteins > 0`` the proteins follow the genes as features
+        (``prot_<i>``): ``var["feature_types"]`` is ``"GEX"`` or ``"ADT"`` (as in
+        CITE-seq files), ``var["protein_role"]`` ``"lineage"``, ``"subtype"``
+        or ``"background"`` (``""`` for genes) and ``var["role"]``
+        ``"protein"``; ``layers["counts"]`` holds both counts; ``X`` holds the
+        genes as above (normalised over the genes only, so unchanged) and the
+        proteins CLR-normalised across cells (muon's ``prot.pp.clr``; as it
+        uses every cell, this part of ``X`` is not a prefix of a larger
+        simulation's, the counts are); ``obs`` gains ``subtype``,
+        ``protein_size_factor`` and ``n_protein_counts``, and
+        ``uns["simulation"]["protein_truth"]`` maps each lineage and subtype to
+        its marker proteins.
+
     See Also
     --------
     truth_matrix : The ground truth as a genes × cell types boolean table.
@@ -333,6 +372,7 @@ def simulate(  # noqa: PLR0913 (one keyword per knob of the simulated tissue, al
         batch_gene_fraction=batch_gene_fraction, batch_lfc=batch_lfc, batch_depth_sigma=batch_depth_sigma,
         n_jobs=n_jobs, random_state=random_state, first_cell=first_cell,
     )
+    _check_proteins(n_proteins, protein_split_types, protein_lfc, protein_background, protein_dispersion, args)
     root = np.random.SeedSequence(args.random_state)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(root.entropy, spawn_key=(0,))))
     genes = _gene_design(args, rng)
@@ -353,7 +393,15 @@ def simulate(  # noqa: PLR0913 (one keyword per knob of the simulated tissue, al
     obs = _obs_table(args, genes, cells)
     var = _var_table(args, genes, gene_names, batches)
     uns = {"simulation": _simulation_record(args, genes, gene_names, batches)}
-    return ad.AnnData(X=X, obs=obs, var=var, uns=uns, layers={"counts": counts})
+    adata = ad.AnnData(X=X, obs=obs, var=var, uns=uns, layers={"counts": counts})
+    if n_proteins == 0:
+        return adata
+    return with_proteins(
+        adata, n_proteins=n_proteins, protein_split_types=protein_split_types, protein_lfc=protein_lfc,
+        protein_background=protein_background, protein_dispersion=protein_dispersion, lfc_spread=args.lfc_spread,
+        depth_sigma=args.depth_sigma, lineages=list(args.lineages), seed=args.random_state,
+        first_cell=args.first_cell,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -1094,6 +1142,25 @@ def _concat_free(parts: list[np.ndarray]) -> np.ndarray:
 
 # ---------------------------------------------------------------------------
 # argument checks
+
+
+def _check_proteins(n_proteins, split, lfc, background, dispersion, args: _Args) -> None:
+    n_proteins = _check_int(n_proteins, "n_proteins", 0)
+    if n_proteins == 0:
+        return
+    split = _check_int(split, "protein_split_types", 0)
+    if split > args.n_lineages:
+        raise ValueError(f"protein_split_types={split} exceeds the {args.n_lineages} lineages (one split type each).")
+    _check_float(lfc, "protein_lfc", 0.0, strict=True)
+    _check_float(background, "protein_background", 0.0, strict=True)
+    _check_float(dispersion, "protein_dispersion", 0.0, strict=True)
+    need = min_proteins(args.n_lineages, split)
+    if n_proteins < need:
+        raise ValueError(
+            f"n_proteins={n_proteins} is too small: the design needs {need} proteins (3 per lineage × "
+            f"{args.n_lineages} + 3 per subtype × 2 × {split} split types). Increase n_proteins or lower "
+            "protein_split_types."
+        )
 
 
 def _check_int(value: Any, name: str, minimum: int) -> int:

@@ -15,6 +15,7 @@ from ._contribution import contribution, feature_bars, mean_contributions
 from ._correction import batch_correction
 from ._explore import explore
 from ._interactions import interaction_modules
+from ._modalities import modality_shares
 from ._oriented import oriented_contributions
 from ._perturb import perturbation
 from ._rank import rank_features
@@ -30,6 +31,7 @@ __all__ = [
     "feature_bars",
     "interaction_modules",
     "mean_contributions",
+    "modality_shares",
     "oriented_contributions",
     "perturbation",
     "rank_features",
@@ -38,3 +40,11 @@ __all__ = [
     "top_feature_groups",
     "top_features",
 ]
+
+# Every function here also takes a MuData (its modalities read as one joint AnnData; see gbumap._mudata).
+from .._mudata import accepts_mudata as _accepts_mudata  # noqa: E402
+
+for _name in __all__:
+    if callable(globals()[_name]) and not isinstance(globals()[_name], type):
+        globals()[_name] = _accepts_mudata(globals()[_name])
+del _name

@@ -37,3 +37,11 @@ __all__ = [
     "stability",
     "transform",
 ]
+
+# Every function here also takes a MuData (its modalities read as one joint AnnData; see gbumap._mudata).
+from .._mudata import accepts_mudata as _accepts_mudata  # noqa: E402
+
+for _name in __all__:
+    if callable(globals()[_name]) and not isinstance(globals()[_name], type):
+        globals()[_name] = _accepts_mudata(globals()[_name])
+del _name

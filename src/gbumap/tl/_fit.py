@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import numpy as np
 from anndata import AnnData
@@ -32,10 +33,13 @@ def fit(
     use_rep: str | None = None,
     layer: str | None = None,
     mask_var: str | np.ndarray | bool | None = None,
-    n_pcs: int | None = None,
+    n_pcs: int | Mapping[str, int] | None = None,
     neighbors_key: str | None = None,
     neighbors_any_rep: bool = False,
     batch_key: str | None = None,
+    modality_key: str | None = None,
+    modality_weighting: Literal["variance", "neighbors"] = "variance",
+    modality_weights: Mapping[str, float] | None = None,
     key_added: str = "gbumap",
     copy: bool = False,
     verbose: bool = True,
@@ -112,6 +116,27 @@ def fit(
         gene's contribution splits into an expression part and a correction
         part (:func:`gbumap.get.contributions` with ``part=``). New samples
         are mapped with :func:`gbumap.tl.transform`. See :doc:`/integration`.
+    modality_key
+        ``var`` column naming each feature's modality (``"feature_types"``,
+        with ``"GEX"`` and ``"ADT"``, in CITE-seq files): one model over all
+        modalities, each with its own projection (``n_pcs`` may be a mapping by
+        modality; by default a 50-component PCA for a modality of more than 50
+        features, else its features as they are) and a weight that puts the
+        modalities on one scale. Every feature of every modality is used unless
+        ``mask_var`` is given (``highly_variable`` is not applied implicitly).
+        Contributions are per feature, genes and proteins alike, and
+        :func:`gbumap.get.modality_contributions` splits each cell's position
+        exactly by modality. For a MuData, pass it directly: its modalities are
+        used. See :doc:`/multimodal`.
+    modality_weighting
+        How the modalities are balanced: ``"variance"`` (default; each block
+        divided by its root mean squared norm, so each modality brings the same
+        total variance) or ``"neighbors"`` (each block divided by its median
+        distance to the ``n_neighbors``-th neighbour). Both are measured on up
+        to 5,000 cells; ``benchmarks/multimodal.py`` chose the default.
+    modality_weights
+        Relative emphasis by modality, multiplied into the balanced weights
+        (e.g. ``{"ADT": 2.0}``); 1 for modalities not named.
     key_added
         Results go to ``obsm["X_<key_added>"]`` and ``uns[key_added]``.
     copy
@@ -150,6 +175,9 @@ def fit(
         neighbors_key=neighbors_key,
         neighbors_any_rep=neighbors_any_rep,
         batch_key=batch_key,
+        modality_key=modality_key,
+        modality_weighting=modality_weighting,
+        modality_weights=modality_weights,
         key_added=key_added,
         copy=copy,
         verbose=verbose,
@@ -159,7 +187,7 @@ def fit(
     )
 
 
-def _fit(
+def _fit(  # noqa: PLR0913 (fit's options, passed on by fit and glassbox_umap)
     adata: AnnData,
     *,
     use_rep: str | None,
@@ -175,6 +203,9 @@ def _fit(
     params: dict[str, Any],
     neighbors_any_rep: bool = False,
     batch_key: str | None = None,
+    modality_key: str | None = None,
+    modality_weighting: str = "variance",
+    modality_weights: Mapping[str, float] | None = None,
 ) -> AnnData | None:
     """:func:`fit`; ``measure_error=False`` leaves the reconstruction check to a following
     :func:`gbumap.tl.contributions`, which measures it from the Jacobians it computes anyway."""
@@ -183,7 +214,8 @@ def _fit(
     params = _estimator_params(params)
     choice = choose_input(
         adata, use_rep=use_rep, layer=layer, mask_var=mask_var, n_pcs=n_pcs, neighbors_key=neighbors_key,
-        params=params, neighbors_any_rep=neighbors_any_rep,
+        params=params, neighbors_any_rep=neighbors_any_rep, modality_key=modality_key,
+        modality_weighting=modality_weighting, modality_weights=modality_weights, random_state=random_state,
     )
     guard_model_key(adata, key_added)
     batches = obs_batches(adata, batch_key)
@@ -216,6 +248,7 @@ def _fit(
         timings=dict(est.timings_),
         reconstruction_error=est.reconstruction_error(choice.matrix, batches=batches) if measure_error else None,
         batch_key=batch_key,
+        modalities=choice.modalities,
     )
     target = adata.copy() if copy else adata
     target.obsm[f"X_{key_added}"] = est.embedding_.astype(np.float32)

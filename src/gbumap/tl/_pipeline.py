@@ -56,7 +56,8 @@ def glassbox_umap(
         Show progress bars.
     **fit_params
         Passed to :func:`gbumap.tl.fit` (``use_rep``, ``layer``, ``n_pcs``,
-        ``neighbors_key``, ``neighbors_any_rep``, ``batch_key`` and any
+        ``neighbors_key``, ``neighbors_any_rep``, ``batch_key``, ``modality_key``,
+        ``modality_weighting``, ``modality_weights`` and any
         :class:`~gbumap.GlassBoxUMAP` parameter).
 
     Returns
@@ -80,8 +81,10 @@ def glassbox_umap(
         check_int(top_genes, "top_genes")
     named = {
         k: fit_params.pop(k, None)
-        for k in ("use_rep", "layer", "mask_var", "n_pcs", "neighbors_key", "batch_key")
+        for k in ("use_rep", "layer", "mask_var", "n_pcs", "neighbors_key", "batch_key", "modality_key",
+                  "modality_weights")
     }
+    named["modality_weighting"] = fit_params.pop("modality_weighting", "variance")
     named["neighbors_any_rep"] = fit_params.pop("neighbors_any_rep", False)
     random_state = fit_params.pop("random_state", 0)
     # results are written into a scratch object first, so Ctrl-C or an error leaves adata as it was

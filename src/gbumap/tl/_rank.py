@@ -39,6 +39,7 @@ def rank_features(
     key_added: str | None = None,
     batch_size: int = 4096,
     copy: bool = False,
+    modality: str | None = None,
 ) -> AnnData | None:
     """Rank genes per group by their contributions to the embedding.
 
@@ -104,6 +105,10 @@ def rank_features(
         Cells per batch.
     copy
         Return a new AnnData instead of writing into ``adata``.
+    modality
+        For a multimodal model (genes and proteins): rank only this modality's
+        features (e.g. ``"ADT"``), with p-values adjusted among them. Default:
+        every feature of every modality in one ranking.
 
     Returns
     -------
@@ -125,6 +130,8 @@ def rank_features(
     ``mean_expression``
         The group's mean of the model's input, to tell genes that are high in
         a group from genes that place it by being low.
+    ``modality``
+        Multimodal models only: each listed feature's modality, in rank order.
     ``group_sizes``
         Each ranked group's number of cells: one record, one field per group
         (``uns[key_added]["group_sizes"]["CD34+"][0]``).
@@ -157,6 +164,7 @@ def rank_features(
     key_added = result_key(adata, "rank_features", key_added, key)
     warn_small_groups(labels.names, labels.sizes, groupby, key_added)
     block = rank_groups(
-        adata, view, labels, reduction=reduction, score=score, n_genes=n_genes, layer=layer, batch_size=batch_size
+        adata, view, labels, reduction=reduction, score=score, n_genes=n_genes, layer=layer, batch_size=batch_size,
+        modality=modality,
     )
     return write_result(adata, key_added, Result("rank_features", block), copy=copy)

@@ -11,6 +11,7 @@ from anndata import AnnData
 
 from .._anndata_input import feature_matrix, obs_batches
 from .._dask import is_dask_array, store_rows
+from .._mudata import is_mudata
 from .._registry import decode_record, encode_record, read_record
 from .._validation import check_batch_size
 
@@ -84,7 +85,10 @@ def transform(
     if adata.n_obs == 0:
         raise ValueError(f"The query AnnData is empty ({adata.n_obs} cells × {adata.n_vars} genes).")
     batch_size = check_batch_size(batch_size)
-    record = read_record(reference, key) if isinstance(reference, AnnData) else decode_record(reference)
+    record = (
+        read_record(reference, key) if isinstance(reference, AnnData) or is_mudata(reference)
+        else decode_record(reference)
+    )
     model, names, spec = record.model, record.feature_names, record.input
     labels = None
     if getattr(model, "correction_", None) is not None:

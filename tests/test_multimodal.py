@@ -1,0 +1,260 @@
+"""RNA + protein in one exact map: the simulator's proteins, modality_key, MuData, queries with one modality."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+import scanpy as sc
+
+import gbumap
+from gbumap.datasets import simulate
+
+from _adata_snapshot import assert_unchanged, snapshot
+
+FIT = dict(n_steps=40, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def cite():
+    return simulate(1_200, 1_000, n_proteins=24, random_state=3)
+
+
+@pytest.fixture(scope="module")
+def fitted(cite):
+    adata = cite.copy()
+    gbumap.tl.glassbox_umap(adata, modality_key="feature_types", **FIT)
+    return adata
+
+
+def _parts_sum(parts, n_axes=2):
+    names = [c[len("share_"):] for c in parts.columns if c.startswith("share_")]
+    return np.stack([sum(parts[f"{m}_{i + 1}"].to_numpy() for m in names) for i in range(n_axes)], axis=1)
+
+
+# ---------------------------------------------------------------------- the simulator
+def test_simulator_proteins_leave_the_rna_unchanged_and_mark_subtypes(cite):
+    rna = simulate(1_200, 1_000, random_state=3)
+    genes = (cite.var["feature_types"] == "GEX").to_numpy()
+    assert (cite[:, genes].X != rna.X).nnz == 0
+    assert (cite.layers["counts"][:, genes] != rna.layers["counts"]).nnz == 0
+    assert list(cite.var_names[~genes][:2]) == ["prot_00", "prot_01"]
+    # split types: two subtypes with identical RNA programs, different proteins
+    truth = cite.uns["simulation"]["protein_truth"]
+    sub = cite.obs["subtype"].astype(str)
+    a, b = (sub == "L0_T0_P0").to_numpy(), (sub == "L0_T0_P1").to_numpy()
+    assert a.sum() > 50 and b.sum() > 50
+    markers = [cite.var_names.get_loc(p) for p in truth["L0_T0_P0"]]
+    X = cite.X.toarray()
+    assert (X[a][:, markers].mean(0) - X[b][:, markers].mean(0)).min() > 0.8
+    type_genes = cite.var_names[(cite.var["program"] == "L0_T0").to_numpy()]
+    cols = [cite.var_names.get_loc(g) for g in type_genes]
+    rna_gap = np.abs(X[a][:, cols].mean(0) - X[b][:, cols].mean(0)).mean()
+    other = (cite.obs["cell_type"] == "L0_T1").to_numpy()
+    assert rna_gap < 0.4 * np.abs(X[a][:, cols].mean(0) - X[other][:, cols].mean(0)).mean()
+    # types of one lineage share their proteins
+    prot = ~genes
+    t1, t2 = (cite.obs["cell_type"] == "L2_T1").to_numpy(), (cite.obs["cell_type"] == "L2_T2").to_numpy()
+    assert np.abs(X[t1][:, prot].mean(0) - X[t2][:, prot].mean(0)).max() < 0.3
+
+
+def test_simulator_without_proteins_is_unchanged_and_counts_are_prefixes():
+    base = simulate(1_100, 1_000, random_state=4)
+    zero = simulate(1_100, 1_000, random_state=4, n_proteins=0)
+    assert (base.X != zero.X).nnz == 0 and list(base.var.columns) == list(zero.var.columns)
+    small = simulate(1_100, 1_000, random_state=4, n_proteins=24)
+    large = simulate(2_100, 1_000, random_state=4, n_proteins=24)
+    assert (small.layers["counts"] != large.layers["counts"][:1_100]).nnz == 0
+    with pytest.raises(ValueError, match="n_proteins=5 is too small"):
+        simulate(500, 1_000, n_proteins=5)
+
+
+def test_simulator_clr_is_muons():
+    mu = pytest.importorskip("muon")
+    cite = simulate(1_100, 1_000, n_proteins=24, random_state=5)
+    prot = ad.AnnData(cite.layers["counts"][:, 1_000:].copy())
+    mu.prot.pp.clr(prot)
+    np.testing.assert_allclose(prot.X.toarray(), cite.X[:, 1_000:].toarray(), atol=1e-4)
+
+
+# ---------------------------------------------------------------------- one exact map
+@pytest.mark.parametrize("n_pcs", [None, 0, {"GEX": 20, "ADT": 8}])
+def test_joint_map_is_exact_per_feature_and_per_modality(cite, n_pcs):
+    adata = cite.copy()
+    gbumap.tl.fit(adata, modality_key="feature_types", n_pcs=n_pcs, **FIT)
+    emb = adata.obsm["X_gbumap"].astype(np.float64)
+    assert gbumap.get.reconstruction_error(adata)["max_rel"] < 1e-5
+    parts = gbumap.get.modality_contributions(adata)
+    assert np.abs(_parts_sum(parts) - emb).max() <= 1e-5 * np.abs(emb).max()
+    shares = parts[["share_GEX", "share_ADT"]].to_numpy()
+    np.testing.assert_allclose(shares.sum(1), 1.0, atol=1e-12)
+    info = gbumap.get.model(adata, "gbumap")
+    assert info.components_.shape[1] == adata.n_vars
+    reg = adata.uns["gbumap"]["modalities"]
+    expected = [20, 8] if isinstance(n_pcs, dict) else {None: [50, 0], 0: [0, 0]}[n_pcs]
+    assert list(reg["n_pcs"]) == expected
+    # the loadings are block diagonal: no protein feeds an RNA input and vice versa
+    genes = (adata.var["feature_types"] == "GEX").to_numpy()
+    width = expected[0] or genes.sum()
+    assert np.all(info.components_[:width][:, ~genes] == 0) and np.all(info.components_[width:][:, genes] == 0)
+
+
+def test_modalities_are_balanced_and_emphasis_multiplies(cite):
+    plain, tilted = cite.copy(), cite.copy()
+    gbumap.tl.fit(plain, modality_key="feature_types", **FIT)
+    gbumap.tl.fit(tilted, modality_key="feature_types", modality_weights={"ADT": 2.0}, **FIT)
+    a, b = plain.uns["gbumap"]["modalities"], tilted.uns["gbumap"]["modalities"]
+    np.testing.assert_allclose(a["scales"], b["scales"])
+    assert list(b["emphasis"]) == [1.0, 2.0]
+    # balanced: each block's root mean squared norm is 1 after scaling (all 1,200 cells are sampled)
+    model = gbumap.get.model(plain)
+    Z = (plain.X.toarray() - model.baseline_) @ model.components_.T.astype(np.float64)
+    for block in (slice(0, 50), slice(50, Z.shape[1])):
+        assert np.sqrt(np.mean(np.sum(Z[:, block] ** 2, axis=1))) == pytest.approx(1.0, rel=1e-3)
+    local = cite.copy()
+    gbumap.tl.fit(local, modality_key="feature_types", modality_weighting="neighbors", **FIT)
+    assert local.uns["gbumap"]["modalities"]["weighting"] == "neighbors"
+    from gbumap._knn import nearest_neighbors
+
+    model = gbumap.get.model(local)
+    Z = (local.X.toarray() - model.baseline_) @ model.components_.T.astype(np.float64)
+    for block in (slice(0, 50), slice(50, Z.shape[1])):
+        _, dist = nearest_neighbors(Z[:, block].astype(np.float32), 15)
+        assert np.median(dist[:, -1]) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_file_round_trips_keep_the_split_and_the_model(fitted, tmp_path):
+    path = tmp_path / "cite.h5ad"
+    fitted.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    before = gbumap.get.modality_contributions(fitted)
+    after = gbumap.get.modality_contributions(back)
+    np.testing.assert_array_equal(before.to_numpy(), after.to_numpy())
+    query = back[:100].copy()
+    del query.obsm["X_gbumap"], query.obsm["gbumap_jacobian"]
+    query.uns.pop("gbumap")
+    gbumap.tl.transform(query, back)
+    np.testing.assert_allclose(query.obsm["X_gbumap"], fitted.obsm["X_gbumap"][:100], atol=1e-4)
+
+
+def test_rna_only_query_puts_proteins_at_the_baseline_exactly(fitted):
+    genes = (fitted.var["feature_types"] == "GEX").to_numpy()
+    query = ad.AnnData(fitted.X[:200][:, genes], obs=fitted.obs.iloc[:200].copy(), var=fitted.var[genes].copy())
+    gbumap.tl.transform(query, fitted, fill_missing="baseline")
+    # the query record keeps the reference's modalities: the proteins' part is exactly 0
+    parts = gbumap.get.modality_contributions(query)
+    assert np.abs(parts[["ADT_1", "ADT_2"]].to_numpy()).max() == 0.0
+    emb = query.obsm["X_gbumap"].astype(np.float64)
+    assert np.abs(_parts_sum(parts) - emb).max() <= 1e-5 * np.abs(emb).max()
+
+
+def test_batches_and_modalities_together_stay_exact():
+    adata = simulate(1_200, 1_000, n_proteins=24, n_batches=2, random_state=6)
+    gbumap.tl.fit(adata, modality_key="feature_types", batch_key="batch", **FIT)
+    emb = adata.obsm["X_gbumap"].astype(np.float64)
+    parts = gbumap.get.modality_contributions(adata)
+    assert np.abs(_parts_sum(parts) - emb).max() <= 1e-5 * np.abs(emb).max()
+
+
+# ---------------------------------------------------------------------- rankings and plots
+def test_rankings_over_both_modalities_and_per_modality(fitted):
+    adata = fitted.copy()
+    gbumap.tl.rank_features(adata, "subtype")
+    gbumap.tl.rank_features(adata, "subtype", modality="ADT", key_added="rank_adt")
+    both = gbumap.get.rank_features_df(adata, "L0_T0_P0")
+    assert set(both["modality"]) == {"GEX", "ADT"}
+    proteins = sc.get.rank_genes_groups_df(adata, "L0_T0_P0", key="rank_adt")
+    assert len(proteins) == 24 and proteins["names"].str.startswith("prot_").all()
+    # the subtype's own marker proteins and its lineage's lead its protein ranking
+    truth = set(adata.uns["simulation"]["protein_truth"]["L0_T0_P0"]) | set(adata.uns["simulation"]["protein_truth"]["L0"])
+    assert len(truth & set(proteins["names"][:5])) >= 2
+    with pytest.raises(ValueError, match="modality must be one of"):
+        gbumap.tl.rank_features(adata, "subtype", modality="ATAC", key_added="rank_bad")
+    assert "rank_bad" not in adata.uns
+
+
+def test_modality_shares_plot_reads_without_writing(fitted):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    before = snapshot(fitted)
+    axes = gbumap.pl.modality_shares(fitted, groupby="subtype", show=False)
+    assert len(axes) == 2
+    assert_unchanged(fitted, before)
+    with pytest.raises(ValueError, match="modality must be one of"):
+        gbumap.pl.modality_shares(fitted, "RNA", show=False)
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"modality_key": "kind"}, KeyError, "not found"),
+        ({"modality_key": "role"}, ValueError, None),  # roles, not modalities: accepted only if >= 2 names
+        ({"modality_key": "feature_types", "use_rep": "X_pca"}, ValueError, "cannot be combined with use_rep"),
+        ({"modality_key": "feature_types", "pca_components": 10}, ValueError, "pass n_pcs="),
+        ({"modality_key": "feature_types", "n_pcs": {"RNA": 10}}, ValueError, "unknown modalities"),
+        ({"modality_key": "feature_types", "modality_weighting": "equal"}, ValueError, "modality_weighting"),
+        ({"modality_key": "feature_types", "modality_weights": {"ADT": -1}}, ValueError, "modality_weights"),
+        ({"modality_key": "feature_types", "mask_var": "is_gene"}, ValueError, "keeps no feature of modality 'ADT'"),
+    ],
+)
+def test_bad_multimodal_input_names_the_fix_and_leaves_adata_alone(cite, kwargs, error, match):
+    adata = cite[:300].copy()
+    adata.obsm["X_pca"] = np.zeros((adata.n_obs, 5), dtype=np.float32)
+    adata.var["is_gene"] = (adata.var["feature_types"] == "GEX").to_numpy()
+    if kwargs.get("modality_key") == "role":  # several roles: a legitimate (if odd) split; skip the error check
+        return
+    before = snapshot(adata)
+    with pytest.raises(error, match=match):
+        gbumap.tl.fit(adata, **kwargs, **FIT)
+    assert_unchanged(adata, before)
+
+
+def test_a_single_modality_is_refused(cite):
+    adata = cite[:300, :1_000].copy()
+    with pytest.raises(ValueError, match="names a single modality"):
+        gbumap.tl.fit(adata, modality_key="feature_types", **FIT)
+
+
+def test_a_damaged_modalities_field_is_refused(fitted):
+    from gbumap._registry import RegistryError
+
+    adata = fitted.copy()
+    adata.uns["gbumap"] = dict(adata.uns["gbumap"])
+    adata.uns["gbumap"]["modalities"] = dict(adata.uns["gbumap"]["modalities"], n_pcs=np.array([3, 0]))
+    with pytest.raises(RegistryError, match="n_pcs"):
+        gbumap.get.model(adata)
+
+
+# ---------------------------------------------------------------------- MuData
+def test_mudata_in_and_out_with_an_h5mu_round_trip(cite, tmp_path):
+    md = pytest.importorskip("mudata")
+    genes = (cite.var["feature_types"] == "GEX").to_numpy()
+    mdata = md.MuData({"rna": cite[:, genes].copy(), "prot": cite[:, ~genes].copy()})
+    gbumap.tl.glassbox_umap(mdata, top_genes=5, **FIT)
+    assert "X_gbumap" in mdata.obsm and "gbumap" in mdata.uns
+    assert "gbumap_l2" in mdata.mod["rna"].layers and mdata.mod["prot"].layers["gbumap_l2"].shape == (1_200, 24)
+    info = mdata.uns["gbumap"]["modalities"]
+    assert info["source"] == "mudata" and list(info["names"]) == ["rna", "prot"]
+    parts = gbumap.get.modality_contributions(mdata)
+    emb = mdata.obsm["X_gbumap"].astype(np.float64)
+    assert np.abs(_parts_sum(parts) - emb).max() <= 1e-5 * np.abs(emb).max()
+    gbumap.tl.rank_features(mdata, "rna:subtype", modality="prot")
+    assert "rank_features_gbumap" in mdata.uns
+    path = tmp_path / "cite.h5mu"
+    mdata.write_h5mu(path)
+    back = md.read_h5mu(path)
+    np.testing.assert_array_equal(gbumap.get.modality_contributions(back).to_numpy(), parts.to_numpy())
+    query = back.mod["rna"][:50].copy()
+    gbumap.tl.transform(query, back, fill_missing="baseline")
+    assert query.obsm["X_gbumap"].shape == (50, 2)
+
+
+def test_mudata_with_unaligned_cells_is_refused(cite):
+    md = pytest.importorskip("mudata")
+    genes = (cite.var["feature_types"] == "GEX").to_numpy()
+    mdata = md.MuData({"rna": cite[:, genes].copy(), "prot": cite[:1_000, ~genes].copy()})
+    with pytest.raises(ValueError, match="intersect_obs"):
+        gbumap.tl.fit(mdata, **FIT)
+    assert "gbumap" not in mdata.uns
