@@ -6,11 +6,10 @@ import anndata as ad
 import numpy as np
 import pytest
 import scanpy as sc
+from _adata_snapshot import assert_unchanged, snapshot
 
 import gbumap
 from gbumap.datasets import simulate
-
-from _adata_snapshot import assert_unchanged, snapshot
 
 FIT = dict(n_steps=40, verbose=False)
 
@@ -163,10 +162,15 @@ def test_rankings_over_both_modalities_and_per_modality(fitted):
     gbumap.tl.rank_features(adata, "subtype", modality="ADT", key_added="rank_adt")
     both = gbumap.get.rank_features_df(adata, "L0_T0_P0")
     assert set(both["modality"]) == {"GEX", "ADT"}
+    # CLR proteins are above 0 almost everywhere: "detected" means above their mean, so they can lead a joint list
+    assert adata.uns["rank_features_gbumap"]["params"]["detection"] == "GEX: above 0; ADT: above its mean"
+    markers = adata.uns["simulation"]["protein_truth"]
+    assert set(both["names"][:10]) & (set(markers["L0_T0_P0"]) | set(markers["L0"]))
     proteins = sc.get.rank_genes_groups_df(adata, "L0_T0_P0", key="rank_adt")
     assert len(proteins) == 24 and proteins["names"].str.startswith("prot_").all()
     # the subtype's own marker proteins and its lineage's lead its protein ranking
-    truth = set(adata.uns["simulation"]["protein_truth"]["L0_T0_P0"]) | set(adata.uns["simulation"]["protein_truth"]["L0"])
+    markers = adata.uns["simulation"]["protein_truth"]
+    truth = set(markers["L0_T0_P0"]) | set(markers["L0"])
     assert len(truth & set(proteins["names"][:5])) >= 2
     with pytest.raises(ValueError, match="modality must be one of"):
         gbumap.tl.rank_features(adata, "subtype", modality="ATAC", key_added="rank_bad")

@@ -207,6 +207,12 @@ def rank_groups(  # noqa: PLR0915 (one pass over the cells accumulating every st
     # the expression is the model's own input unless layer= names another: then each batch is read once
     X = None if layer is None else _expression(adata, view, layer)
     labelled = np.flatnonzero(codes >= 0)
+    # several modalities: a modality measured above 0 in nearly every cell (CLR proteins, with their ambient
+    # counts) is "detected" where it is above its mean instead (see dense_detection)
+    info = view.record.modalities
+    means = view.estimator.baseline_ if info is not None and view.estimator.baseline == "mean" else None
+    above_nz = np.zeros((n_grp, n_feat)) if means is not None else None
+    tot_above = np.zeros(n_feat) if means is not None else None
     for rows, contrib, block in view.iter_contributions(adata, labelled, batch_size=batch_size, with_input=True):
         per_cell = reduce_contributions(contrib, reduction).astype(np.float64)
         onehot = (codes[rows][:, None] == group_codes[None, :]).astype(np.float64)
@@ -224,8 +230,17 @@ def rank_groups(  # noqa: PLR0915 (one pass over the cells accumulating every st
         tot_sum += per_cell.sum(0)
         tot_sq += (per_cell**2).sum(0)
         tot_nz += nz.sum(0)
+        if means is not None:
+            above = (expr > means).astype(np.float64)
+            above_nz += onehot.T @ above
+            tot_above += above.sum(0)
 
     n_all = len(labelled)
+    detection = None
+    if means is not None:
+        detection = dense_detection(info, tot_nz / max(n_all, 1))
+        cols = np.flatnonzero(np.isin(info.feature_codes, [m for m, rule in enumerate(detection) if rule != "above 0"]))
+        expr_nz[:, cols], tot_nz[cols] = above_nz[:, cols], tot_above[cols]
     n_in = sizes[:, None].astype(np.float64)
     n_rest = n_all - n_in
     mean_in = sums / n_in
@@ -308,7 +323,29 @@ def rank_groups(  # noqa: PLR0915 (one pass over the cells accumulating every st
     }
     if info is not None:
         result["params"]["modality"] = "all" if modality is None else str(modality)
+    if detection is not None:
+        result["params"]["detection"] = "; ".join(f"{n}: {rule}" for n, rule in zip(info.names, detection))
     return result
+
+
+#: A modality whose features are above 0 in more than this share of the cells, on average, is dense.
+DENSE_DETECTION = 0.9
+
+
+def dense_detection(info, detected: np.ndarray) -> list[str]:
+    """Per modality, what "detected" means for ``pts``: ``"above 0"``, or ``"above its mean"`` for a dense one.
+
+    ``detected`` is each feature's share of cells above 0. Counts-like data
+    (log-normalised RNA) are 0 in most cells, and "above 0" says the gene is
+    expressed; CLR-normalised proteins are above 0 almost everywhere
+    (ambient counts), so there "above 0" says nothing and the default score,
+    weighted by ``pts − pts_rest``, would put every protein near 0.
+    """
+    rules = []
+    for m in range(len(info.names)):
+        share = float(np.mean(detected[info.feature_codes == m]))
+        rules.append("above its mean" if share > DENSE_DETECTION else "above 0")
+    return rules
 
 
 def modality_features(view, modality: str | None) -> np.ndarray | None:

@@ -65,7 +65,7 @@ def modality_contributions(
     --------
     >>> import gbumap
     >>> from gbumap.datasets import simulate
-    >>> adata = simulate(1_000, 300, n_proteins=24, random_state=0)
+    >>> adata = simulate(1_000, 1_000, n_proteins=24, random_state=0)
     >>> gbumap.tl.fit(adata, modality_key="feature_types", n_steps=50, verbose=False)
     >>> parts = gbumap.get.modality_contributions(adata)
     >>> list(parts.columns)

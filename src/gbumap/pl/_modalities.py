@@ -71,7 +71,7 @@ def modality_shares(
     --------
     >>> import gbumap
     >>> from gbumap.datasets import simulate
-    >>> adata = simulate(1_000, 300, n_proteins=24, random_state=0)
+    >>> adata = simulate(1_000, 1_000, n_proteins=24, random_state=0)
     >>> gbumap.tl.fit(adata, modality_key="feature_types", n_steps=50, verbose=False)
     >>> axes = gbumap.pl.modality_shares(adata, "ADT", groupby="cell_type", show=False)
     """
