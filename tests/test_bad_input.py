@@ -617,7 +617,7 @@ def _(ctx):
     return _with(tiny(seed=1)[:0].copy(), lambda q: gbumap.tl.transform(q, ctx.fitted))
 
 
-@bad("transform/bad_fill_missing", ValueError, r"fill_missing must be None, 'baseline' or 'zero'")
+@bad("transform/bad_fill_missing", ValueError, r"fill_missing must be None, 'baseline', 'zero' or 'impute'")
 def _(ctx):
     return _with(tiny(seed=1), lambda q: gbumap.tl.transform(q, ctx.fitted, fill_missing="mean"))
 

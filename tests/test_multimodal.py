@@ -68,6 +68,14 @@ def test_simulator_without_proteins_is_unchanged_and_counts_are_prefixes():
         simulate(500, 1_000, n_proteins=5)
 
 
+def test_write_simulated_refuses_proteins(tmp_path):
+    from gbumap.datasets import write_simulated
+
+    with pytest.raises(ValueError, match="does not write proteins"):
+        write_simulated(tmp_path / "sim.h5ad", 2_000, 1_000, n_proteins=24)
+    assert not (tmp_path / "sim.h5ad").exists()
+
+
 def test_simulator_clr_is_muons():
     mu = pytest.importorskip("muon")
     cite = simulate(1_100, 1_000, n_proteins=24, random_state=5)
@@ -145,6 +153,58 @@ def test_rna_only_query_puts_proteins_at_the_baseline_exactly(fitted):
     assert np.abs(parts[["ADT_1", "ADT_2"]].to_numpy()).max() == 0.0
     emb = query.obsm["X_gbumap"].astype(np.float64)
     assert np.abs(_parts_sum(parts) - emb).max() <= 1e-5 * np.abs(emb).max()
+
+
+def test_rna_only_query_with_the_protein_block_imputed_is_exact_and_closer(fitted, tmp_path):
+    path = tmp_path / "ref.h5ad"
+    fitted.write_h5ad(path)
+    reference = ad.read_h5ad(path)  # the imputation maps travel in the file
+    genes = (fitted.var["feature_types"] == "GEX").to_numpy()
+    cells = slice(0, 300)
+    full = ad.AnnData(fitted.X[cells], obs=fitted.obs.iloc[cells].copy(), var=fitted.var.copy())
+    gbumap.tl.transform(full, reference)
+    shifts = {}
+    for rule in ("baseline", "impute"):
+        query = ad.AnnData(fitted.X[cells][:, genes], obs=fitted.obs.iloc[cells].copy(), var=fitted.var[genes].copy())
+        gbumap.tl.transform(query, reference, fill_missing=rule)
+        emb = query.obsm["X_gbumap"].astype(np.float64)
+        assert gbumap.get.reconstruction_error(query)["max_rel"] < 1e-5
+        parts = gbumap.get.modality_contributions(query)
+        assert np.abs(parts[["ADT_1", "ADT_2"]].to_numpy()).max() == 0.0  # the genes carry the imputed block
+        assert np.abs(_parts_sum(parts) - emb).max() <= 1e-5 * np.abs(emb).max()
+        shifts[rule] = np.median(np.linalg.norm(emb - full.obsm["X_gbumap"], axis=1))
+    assert list(query.uns["gbumap"]["modalities"]["imputed"]) == ["ADT"]
+    assert shifts["impute"] < 0.7 * shifts["baseline"]
+    # the reference is untouched
+    np.testing.assert_array_equal(gbumap.get.model(reference).components_, gbumap.get.model(fitted).components_)
+
+
+def test_impute_refuses_what_it_cannot_read(fitted):
+    genes = (fitted.var["feature_types"] == "GEX").to_numpy()
+    scattered = fitted[:50, 5:].copy()  # five genes missing, proteins present
+    before = snapshot(scattered)
+    with pytest.raises(ValueError, match="one whole missing modality"):
+        gbumap.tl.transform(scattered, fitted, fill_missing="impute")
+    assert_unchanged(scattered, before)
+    single = fitted[:50, genes].copy()
+    single.uns.clear()
+    rna_model = single.copy()
+    gbumap.tl.fit(rna_model, **FIT)
+    with pytest.raises(ValueError, match="needs a multimodal model"):
+        gbumap.tl.transform(single[:, :900].copy(), rna_model, fill_missing="impute")
+
+
+def test_a_damaged_imputation_map_is_refused(fitted):
+    from gbumap._registry import RegistryError
+
+    adata = fitted.copy()
+    reg = dict(adata.uns["gbumap"])
+    modalities = dict(reg["modalities"])
+    modalities["imputation"] = {"0": np.zeros((3, 3)), "1": modalities["imputation"]["1"]}
+    reg["modalities"] = modalities
+    adata.uns["gbumap"] = reg
+    with pytest.raises(RegistryError, match="imputation/0"):
+        gbumap.get.model(adata)
 
 
 def test_batches_and_modalities_together_stay_exact():

@@ -448,6 +448,27 @@ class GlassBoxUMAP(TransformerMixin, BaseEstimator):
         proj = np.asarray(block @ self.components_.T, dtype=np.float64)
         return proj - self._baseline_projection
 
+    def offset_projection(self, X: Any) -> np.ndarray:
+        """``z``: each row's offset from the baseline, projected on the loadings (before any batch shift).
+
+        The first step of :meth:`transform` (then ``z − δ``, :meth:`scaled_input`
+        and :meth:`apply_encoder`).
+
+        Parameters
+        ----------
+        X
+            ``(n_cells, n_features)`` dense or sparse, the model's features.
+
+        Returns
+        -------
+        ``(n_cells, n_inputs)`` float64, unscaled.
+        """
+        self._check_fitted()
+        X = as_matrix(X, name="X", dtype=self.numpy_dtype)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features but the model was fitted on {self.n_features_in_}.")
+        return self._offset_projection(X, slice(0, X.shape[0]))
+
     def input_divisor(self, z: np.ndarray) -> np.ndarray:
         """The per-cell divisor ``s`` of ``input_norm`` for unscaled encoder inputs ``z``.
 

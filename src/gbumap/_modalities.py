@@ -32,7 +32,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["WEIGHTINGS", "Modalities", "fit_modalities", "modality_codes"]
+__all__ = [
+    "WEIGHTINGS", "Modalities", "fit_imputation", "fit_modalities", "imputed_model", "modality_codes", "sample_rows",
+]
 
 #: The rules that balance the modalities' blocks.
 WEIGHTINGS: tuple[str, ...] = ("variance", "neighbors")
@@ -68,6 +70,17 @@ class Modalities:
         whose ``var`` column names each feature's modality, ``"mudata"``.
     layers
         With ``source="mudata"``: the layer read in each modality (``""``: ``X``).
+    widths
+        ``(n_modalities,)`` int: each modality's block of encoder inputs
+        (``n_pcs``, or its number of features).
+    imputation
+        Per modality, the ridge map ``B_m`` ``(width_m, n_inputs − width_m)``
+        from the other blocks' inputs to its block, fitted on the reference
+        (:func:`fit_imputation`): a query without modality ``m`` reads
+        ``z_m = B_m z_{−m}`` (``tl.transform(fill_missing="impute")``).
+    imputed
+        In a query's record: the modalities it lacked and read through
+        ``imputation`` (their features are not among the model's).
     """
 
     names: np.ndarray
@@ -78,6 +91,15 @@ class Modalities:
     weighting: str
     source: str
     layers: np.ndarray | None = None
+    widths: np.ndarray | None = None
+    imputation: list[np.ndarray] | None = None
+    imputed: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.widths is None:
+            self.widths = np.array(
+                [int(k) or int((self.feature_codes == m).sum()) for m, k in enumerate(self.n_pcs)], dtype=np.int64
+            )
 
     @property
     def weights(self) -> np.ndarray:
@@ -91,11 +113,15 @@ class Modalities:
     def blocks(self) -> list[slice]:
         """Each modality's block of encoder inputs (rows of the loadings)."""
         out, start = [], 0
-        for m in range(len(self.names)):
-            width = int(self.n_pcs[m]) or int((self.feature_codes == m).sum())
-            out.append(slice(start, start + width))
-            start += width
+        for width in self.widths:
+            out.append(slice(start, start + int(width)))
+            start += int(width)
         return out
+
+    def others(self, m: int) -> np.ndarray:
+        """The encoder inputs of every block but modality ``m``'s."""
+        blocks = self.blocks()
+        return np.concatenate([np.arange(b.start, b.stop) for i, b in enumerate(blocks) if i != m])
 
     def of_features(self) -> np.ndarray:
         """The modality name of each of the model's features."""
@@ -125,8 +151,13 @@ class Modalities:
             "weighting": str(self.weighting),
             "source": str(self.source),
         }
+        out["widths"] = self.widths.astype(np.int64)
         if self.layers is not None:
             out["layers"] = self.layers.astype(str)
+        if self.imputation is not None:
+            out["imputation"] = {str(m): np.asarray(b, dtype=np.float64) for m, b in enumerate(self.imputation)}
+        if self.imputed is not None:
+            out["imputed"] = self.imputed.astype(str)
         return out
 
     @classmethod
@@ -154,14 +185,37 @@ class Modalities:
             weighting=str(d.get("weighting", "")),
             source=str(d.get("source", "")),
             layers=None if "layers" not in d else arr("layers", "UOS").astype(str),
+            widths=None if "widths" not in d else arr("widths", "iu").astype(np.int64),
+            imputed=None if "imputed" not in d else arr("imputed", "UOS").astype(str),
         )
-        for name in ("n_pcs", "scales", "emphasis"):
+        for name in ("n_pcs", "scales", "emphasis", "widths"):
             if len(getattr(out, name)) != m:
                 raise ValueError(f"modalities/{name} must have one value per modality ({m}).")
+        imputed = set() if out.imputed is None else set(out.imputed)
+        for i, (k, width) in enumerate(zip(out.n_pcs, out.widths)):
+            n_features_m = int((codes == i).sum())
+            if (k and width != k) or (not k and names[i] not in imputed and width != n_features_m):
+                raise ValueError(
+                    f"modalities/widths/{i} is {width}, but modality {names[i]!r} has n_pcs {k} and "
+                    f"{n_features_m} features; the file is damaged."
+                )
         if out.weighting not in WEIGHTINGS:
             raise ValueError(f"modalities/weighting must be one of {WEIGHTINGS}; got {out.weighting!r}.")
         if sum(b.stop - b.start for b in out.blocks()) != n_inputs:
             raise ValueError("modalities/n_pcs do not add up to the model's encoder inputs.")
+        if "imputation" in d:
+            maps = d["imputation"]
+            if not isinstance(maps, Mapping) or sorted(maps) != sorted(str(i) for i in range(m)):
+                raise ValueError(f"modalities/imputation must hold one map per modality (keys 0 to {m - 1}).")
+            out.imputation = []
+            for i in range(m):
+                b = np.asarray(maps[str(i)])
+                width = int(out.widths[i])
+                if b.dtype.kind != "f" or b.shape != (width, n_inputs - width) or not np.isfinite(b).all():
+                    raise ValueError(
+                        f"modalities/imputation/{i} must be finite floats of shape ({width}, {n_inputs - width})."
+                    )
+                out.imputation.append(b.astype(np.float64))
         return out
 
 
@@ -249,7 +303,7 @@ def fit_modalities(
             loadings.append(np.asarray(comps, dtype=np.float64))
         else:
             loadings.append(np.eye(len(cols)))
-    sample = _sample_rows(X, random_state)
+    sample = sample_rows(X, random_state)
     scales = []
     for m, P in enumerate(loadings):
         cols = np.flatnonzero(codes == m)
@@ -273,7 +327,7 @@ def fit_modalities(
     return components.astype(dtype), info
 
 
-def _sample_rows(X, seed: int) -> np.ndarray | sp.csr_matrix:
+def sample_rows(X, seed: int) -> np.ndarray | sp.csr_matrix:
     """Up to :data:`_SAMPLE_CELLS` rows of ``X`` (seeded, in order), in memory."""
     from ._dask import is_dask_array
 
@@ -301,3 +355,74 @@ def _block_scale(z: np.ndarray, weighting: str, n_neighbors: int, seed: int, nam
             "check that its values are not constant, or drop it."
         )
     return 1.0 / typical
+
+
+# ---------------------------------------------------------------------- queries without a modality
+#: Ridge penalty of the imputation maps, relative to the mean variance of the inputs they read.
+IMPUTATION_RIDGE = 1e-3
+
+
+def fit_imputation(z: np.ndarray, info: Modalities) -> list[np.ndarray]:
+    """Per modality, the ridge map from the other blocks' encoder inputs to its block.
+
+    ``z`` are reference cells' unscaled encoder inputs (each cell's projected,
+    weighted offset from the baseline). The maps are linear, so a query that
+    reads a missing block through them is still a linear map of its present
+    features, and its contributions stay exact per feature.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    maps = []
+    for m, block in enumerate(info.blocks()):
+        A, Y = z[:, info.others(m)], z[:, block]
+        gram = A.T @ A
+        ridge = IMPUTATION_RIDGE * np.trace(gram) / max(gram.shape[0], 1)
+        maps.append(np.linalg.solve(gram + ridge * np.eye(gram.shape[0]), A.T @ Y).T)
+    return maps
+
+
+def imputed_model(model, feature_names: np.ndarray, info: Modalities, missing: np.ndarray):
+    """The model a query without one modality uses: its block read from the others (``B_m z_{−m}``).
+
+    Returns the estimator (a copy; the reference is untouched), its feature
+    names (the present modalities') and the query's :class:`Modalities`.
+    Raises a ``ValueError`` naming the fix when ``missing`` is not exactly the
+    features of one modality, or when the model cannot impute.
+    """
+    import copy
+
+    if info.imputation is None:
+        raise ValueError(
+            "This model stores no imputation maps (it was fitted by an earlier gbumap); refit it, or pass "
+            "fill_missing='baseline'."
+        )
+    if getattr(model, "correction_", None) is not None:
+        raise ValueError(
+            "fill_missing='impute' is not available for a batch-corrected model; pass fill_missing='baseline'."
+        )
+    missing_set = set(map(str, missing))
+    of_feature = info.of_features()
+    lacking = [str(n) for n in info.names if missing_set >= set(feature_names[of_feature == n].astype(str))]
+    whole = set(feature_names[np.isin(of_feature, lacking)].astype(str))
+    if len(lacking) != 1 or whole != missing_set:
+        raise ValueError(
+            f"fill_missing='impute' reads one whole missing modality from the others; the query lacks "
+            f"{len(missing_set)} feature(s) that are {'not ' if not lacking else ''}one whole modality"
+            f"{'' if len(lacking) <= 1 else ' but several'} ({', '.join(lacking) or 'none complete'}). Pass "
+            "fill_missing='baseline' for scattered genes."
+        )
+    m = int(np.flatnonzero(info.names == lacking[0])[0])
+    present = np.flatnonzero(of_feature != lacking[0])
+    C = np.asarray(model.components_, dtype=np.float64)
+    others = info.others(m)
+    comps = C[:, present].copy()
+    comps[info.blocks()[m]] = info.imputation[m] @ C[others][:, present]
+    query = copy.deepcopy(model)
+    query._set_projection(
+        len(present), model.baseline_[present], comps, None, input_norm_offset=model.input_norm_offset_
+    )
+    query_info = Modalities(
+        names=info.names, feature_codes=info.feature_codes[present], n_pcs=info.n_pcs, scales=info.scales,
+        emphasis=info.emphasis, weighting=info.weighting, source=info.source, layers=info.layers,
+        widths=info.widths, imputation=info.imputation, imputed=np.asarray(lacking, dtype=str),
+    )
+    return query, feature_names[present], query_info

@@ -56,6 +56,7 @@ def write_simulated(
         piece unchanged (batch options such as ``n_batches`` included: each
         piece draws the same batch design, and its cells' batches from the
         streams of their own blocks, so the file still equals one call's output).
+        Not ``n_proteins``: the proteins' CLR needs every cell at once.
     chunk_size
         Cells simulated and appended per piece (rounded up to a multiple of 1,024).
     counts
@@ -80,6 +81,12 @@ def write_simulated(
     """
     from anndata.io import sparse_dataset, write_elem
 
+    if params.get("n_proteins", 0):
+        raise ValueError(
+            "write_simulated does not write proteins: their CLR normalisation needs means over every cell, which "
+            "pieces do not have. Simulate in memory with simulate(..., n_proteins=...) and write_h5ad, or drop "
+            "n_proteins."
+        )
     path = Path(path)
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -238,6 +238,14 @@ def _fit(  # noqa: PLR0913 (fit's options, passed on by fit and glassbox_umap)
 
     est = GlassBoxUMAP(random_state=random_state, verbose=verbose, **choice.params)
     est.fit(choice.matrix, graph=choice.graph, components=choice.components, batches=batches)
+    if choice.modalities is not None and batches is None:
+        # the maps a query without one modality reads its block through (tl.transform(fill_missing="impute"))
+        from .._modalities import fit_imputation, sample_rows
+
+        choice.modalities.imputation = fit_imputation(
+            est.offset_projection(sample_rows(choice.matrix, 0 if random_state is None else int(random_state))),
+            choice.modalities,
+        )
     record = ModelRecord(
         model=est,
         feature_names=choice.feature_names,

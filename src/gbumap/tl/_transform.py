@@ -11,6 +11,7 @@ from anndata import AnnData
 
 from .._anndata_input import feature_matrix, obs_batches
 from .._dask import is_dask_array, store_rows
+from .._modalities import imputed_model
 from .._mudata import is_mudata
 from .._registry import decode_record, encode_record, read_record
 from .._validation import check_batch_size
@@ -24,7 +25,7 @@ def transform(
     *,
     key: str = "gbumap",
     key_added: str | None = None,
-    fill_missing: Literal["baseline", "zero"] | None = None,
+    fill_missing: Literal["baseline", "zero", "impute"] | None = None,
     contributions: bool = True,
     batch_size: int = 4096,
     batch_key: str | None = None,
@@ -41,7 +42,7 @@ def transform(
         The query AnnData, on the same scale as the reference input
         (e.g. log-normalised).
     reference
-        The reference AnnData holding ``uns[key]``, or that registry itself
+        The reference AnnData (or MuData) holding ``uns[key]``, or that registry itself
         (e.g. ``anndata.read_h5ad(path).uns["gbumap"]``).
     key
         The model key in the reference.
@@ -50,7 +51,15 @@ def transform(
     fill_missing
         What to do with model genes absent from the query: ``None`` raises an
         error naming them; ``"baseline"`` sets them to the model's baseline
-        (they then contribute exactly 0); ``"zero"`` sets them to 0.
+        (they then contribute exactly 0); ``"zero"`` sets them to 0. For a
+        model over several modalities, ``"impute"`` reads a query that lacks
+        one whole modality (RNA-only cells onto an RNA + protein map): the
+        missing block of the encoder input is the reference's ridge map of the
+        present blocks, ``z_m = B_m z_{−m}``, so the query's model is still
+        linear in its present features and their contributions sum exactly
+        to its position (the missing modality's part is 0; the present
+        features carry its effect). Not for batch-corrected models. See
+        :doc:`/multimodal` for how far each rule places such cells.
     contributions
         Also store the query cells' Jacobians (``obsm["<key_added>_jacobian"]``).
     batch_size
@@ -78,8 +87,8 @@ def transform(
     >>> gbumap.tl.transform(query, reference)  # doctest: +SKIP
     >>> sc.pl.embedding(query, basis="gbumap")  # doctest: +SKIP
     """
-    if fill_missing not in (None, "baseline", "zero"):
-        raise ValueError(f"fill_missing must be None, 'baseline' or 'zero'; got {fill_missing!r}.")
+    if fill_missing not in (None, "baseline", "zero", "impute"):
+        raise ValueError(f"fill_missing must be None, 'baseline', 'zero' or 'impute'; got {fill_missing!r}.")
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData object as the query; got {type(adata).__name__}.")
     if adata.n_obs == 0:
@@ -99,27 +108,8 @@ def transform(
             f"batch_key={batch_key!r} was given but the reference model was fitted without batch correction; "
             "drop batch_key (or refit the reference with gbumap.tl.fit(..., batch_key=...))."
         )
-    missing = np.array([], dtype=str)
-    fill = None
-    if spec.use_rep is None:
-        if adata.var_names.has_duplicates:
-            dups = adata.var_names[adata.var_names.duplicated()].unique()
-            raise ValueError(
-                f"The query's var_names contain {len(dups)} duplicated name(s) ({', '.join(map(str, dups[:5]))}"
-                f"{' …' if len(dups) > 5 else ''}); genes are matched to the model by name, so call "
-                "adata.var_names_make_unique() first."
-            )
-        missing = names[adata.var_names.get_indexer(pd.Index(names)) < 0]
-        if len(missing) and fill_missing is None:
-            raise KeyError(
-                f"{len(missing)} of the model's {len(names)} genes are missing from the query: "
-                f"{', '.join(missing[:20])}{' …' if len(missing) > 20 else ''}. Subset or rename the query "
-                "genes, or pass fill_missing='baseline' (missing genes then contribute exactly 0) or "
-                "fill_missing='zero'."
-            )
-        if len(missing):
-            base = dict(zip(names.tolist(), model.baseline_.tolist()))
-            fill = {g: (base[g] if fill_missing == "baseline" else 0.0) for g in missing}
+    missing, fill, record = _missing_features(adata, record, fill_missing)
+    model, names = record.model, record.feature_names
     # read the query one batch of cells (or one Dask chunk) at a time: memory beyond the outputs stays bounded
     n = adata.n_obs
     embedding = np.empty((n, model.n_components), dtype=np.float32)
@@ -168,3 +158,43 @@ def transform(
         target.obsm[f"{key_added}_jacobian"] = jac
     target.uns[key_added] = encode_record(query_record)
     return target if copy else None
+
+
+def _missing_features(adata: AnnData, record, fill_missing: str | None):
+    """The model features the query lacks, the constants that fill them (or ``None``) and the record to use.
+
+    ``fill_missing="impute"`` returns the record of the imputed model (the
+    missing modality read from the others); the others fill constants.
+    """
+    model, names, spec = record.model, record.feature_names, record.input
+    missing = np.array([], dtype=str)
+    fill = None
+    if spec.use_rep is not None:
+        return missing, fill, record
+    if adata.var_names.has_duplicates:
+        dups = adata.var_names[adata.var_names.duplicated()].unique()
+        raise ValueError(
+            f"The query's var_names contain {len(dups)} duplicated name(s) ({', '.join(map(str, dups[:5]))}"
+            f"{' …' if len(dups) > 5 else ''}); genes are matched to the model by name, so call "
+            "adata.var_names_make_unique() first."
+        )
+    missing = names[adata.var_names.get_indexer(pd.Index(names)) < 0]
+    if len(missing) and fill_missing is None:
+        raise KeyError(
+            f"{len(missing)} of the model's {len(names)} genes are missing from the query: "
+            f"{', '.join(missing[:20])}{' …' if len(missing) > 20 else ''}. Subset or rename the query "
+            "genes, or pass fill_missing='baseline' (missing genes then contribute exactly 0) or "
+            "fill_missing='zero'."
+        )
+    if len(missing) and fill_missing == "impute":
+        if record.modalities is None:
+            raise ValueError(
+                "fill_missing='impute' reads a missing modality from the others and needs a multimodal model; "
+                "pass fill_missing='baseline' or 'zero'."
+            )
+        model, names, modalities = imputed_model(model, names, record.modalities, missing)
+        record = record.replace(model=model, feature_names=names, modalities=modalities)
+    elif len(missing):
+        base = dict(zip(names.tolist(), model.baseline_.tolist()))
+        fill = {g: (base[g] if fill_missing == "baseline" else 0.0) for g in missing}
+    return missing, fill, record
