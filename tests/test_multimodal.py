@@ -106,6 +106,27 @@ def test_joint_map_is_exact_per_feature_and_per_modality(cite, n_pcs):
     assert np.all(info.components_[:width][:, ~genes] == 0) and np.all(info.components_[width:][:, genes] == 0)
 
 
+def test_exact_on_real_cells_with_two_modalities_and_after_a_file_round_trip(pbmc_log_raw, tmp_path):
+    # pbmc68k_reduced has no proteins: its 30 most variable genes stand in for a second, small modality read
+    # as it is (no PCA), the 735 others for the genes (50-PC PCA); exactness does not depend on what they measure
+    adata = pbmc_log_raw.copy()
+    dense = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+    spread = dense.std(axis=0)
+    kind = np.full(adata.n_vars, "GEX", dtype=object)
+    kind[np.argsort(-spread)[:30]] = "ADT"
+    adata.var["feature_types"] = kind
+    gbumap.tl.glassbox_umap(adata, modality_key="feature_types", groupby="bulk_labels", **FIT)
+    path = tmp_path / "pbmc.h5ad"
+    adata.write_h5ad(path)
+    for data in (adata, ad.read_h5ad(path)):
+        emb = data.obsm["X_gbumap"].astype(np.float64)
+        assert gbumap.get.reconstruction_error(data)["max_rel"] < 1e-5
+        parts = gbumap.get.modality_contributions(data)
+        assert np.abs(_parts_sum(parts) - emb).max() <= 1e-5 * np.abs(emb).max()
+        contrib = gbumap.get.contributions(data).astype(np.float64)
+        assert np.abs(contrib.sum(-1) - emb).max() <= 1e-5 * np.abs(emb).max()
+
+
 def test_modalities_are_balanced_and_emphasis_multiplies(cite):
     plain, tilted = cite.copy(), cite.copy()
     gbumap.tl.fit(plain, modality_key="feature_types", **FIT)
@@ -315,6 +336,25 @@ def test_mudata_in_and_out_with_an_h5mu_round_trip(cite, tmp_path):
     assert query.obsm["X_gbumap"].shape == (50, 2)
 
 
+@pytest.mark.slow
+def test_a_mudata_follows_muons_wnn_graph_and_stays_exact(cite):
+    mu = pytest.importorskip("muon")
+    md = pytest.importorskip("mudata")
+    genes = (cite.var["feature_types"] == "GEX").to_numpy()
+    rna, prot = cite[:600, genes].copy(), cite[:600, ~genes].copy()
+    prot.X = prot.X.toarray()  # muon 0.1.9's WNN fails on a sparse representation
+    for mod, n in ((rna, 30), (prot, 10)):
+        sc.pp.pca(mod, n_comps=n)
+        sc.pp.neighbors(mod)
+    mdata = md.MuData({"rna": rna, "prot": prot})
+    mu.pp.neighbors(mdata, key_added="wnn")
+    gbumap.tl.fit(mdata, neighbors_key="wnn", neighbors_any_rep=True, **FIT)
+    assert mdata.uns["gbumap"]["neighbors"]["neighbors_key"] == "wnn"
+    emb = mdata.obsm["X_gbumap"].astype(np.float64)
+    parts = gbumap.get.modality_contributions(mdata)
+    assert np.abs(_parts_sum(parts) - emb).max() <= 1e-5 * np.abs(emb).max()
+
+
 def test_mudata_with_unaligned_cells_is_refused(cite):
     md = pytest.importorskip("mudata")
     genes = (cite.var["feature_types"] == "GEX").to_numpy()
@@ -322,3 +362,52 @@ def test_mudata_with_unaligned_cells_is_refused(cite):
     with pytest.raises(ValueError, match="intersect_obs"):
         gbumap.tl.fit(mdata, **FIT)
     assert "gbumap" not in mdata.uns
+
+
+# ---------------------------------------------------------------------- preparing counts
+def test_normalize_modalities_prepares_each_by_its_convention_and_the_model_records_it(cite):
+    pytest.importorskip("muon")
+    adata = cite[:600].copy()
+    before_x = adata.X.copy()
+    gbumap.pp.normalize_modalities(adata)
+    prepared = adata.layers["gbumap_normalized"]
+    genes = (adata.var["feature_types"] == "GEX").to_numpy()
+    # RNA: normalise_total over the genes + log1p, as the simulator's X; proteins: muon's CLR over these cells
+    np.testing.assert_allclose(prepared[:, genes].toarray(), adata.X[:, genes].toarray(), rtol=1e-5, atol=1e-5)
+    counts = adata.layers["counts"][:, ~genes].toarray().astype(np.float64)
+    clr = np.log1p(counts / np.exp(np.log1p(counts).mean(axis=0)))
+    np.testing.assert_allclose(prepared[:, ~genes].toarray(), clr, atol=1e-4)
+    assert (adata.X != before_x).nnz == 0
+    assert list(adata.uns["gbumap_normalized"]["methods"]) == ["log1p", "clr"]
+    gbumap.tl.fit(adata, modality_key="feature_types", layer="gbumap_normalized", **FIT)
+    assert list(adata.uns["gbumap"]["modalities"]["preparation"]) == ["log1p", "clr"]
+    plain = cite[:600].copy()
+    gbumap.tl.fit(plain, modality_key="feature_types", **FIT)
+    assert list(plain.uns["gbumap"]["modalities"]["preparation"]) == ["as given", "as given"]
+
+
+def test_normalize_modalities_refuses_what_it_does_not_know(cite):
+    adata = cite[:200].copy()
+    adata.var["kind"] = np.where(adata.var["feature_types"] == "GEX", "GEX", "ATAC")
+    adata.layers["scaled"] = adata.X.toarray() - 1.0
+    before = snapshot(adata)
+    with pytest.raises(ValueError, match="No preparation known for modality 'ATAC'"):
+        gbumap.pp.normalize_modalities(adata, "kind")
+    with pytest.raises(ValueError, match="not counts"):
+        gbumap.pp.normalize_modalities(adata, layer="scaled")
+    with pytest.raises(ValueError, match="unknown modalities"):
+        gbumap.pp.normalize_modalities(adata, methods={"RNA": "log1p"})
+    assert_unchanged(adata, before)
+
+
+def test_normalize_modalities_on_a_mudata_then_fit(cite):
+    pytest.importorskip("muon")
+    md = pytest.importorskip("mudata")
+    genes = (cite.var["feature_types"] == "GEX").to_numpy()
+    mdata = md.MuData({"rna": cite[:600, genes].copy(), "prot": cite[:600, ~genes].copy()})
+    gbumap.pp.normalize_modalities(mdata)
+    assert "gbumap_normalized" in mdata.mod["rna"].layers and "gbumap_normalized" in mdata.mod["prot"].layers
+    gbumap.tl.fit(mdata, layer="gbumap_normalized", **FIT)
+    info = mdata.uns["gbumap"]["modalities"]
+    assert list(info["layers"]) == ["gbumap_normalized"] * 2 and list(info["preparation"]) == ["log1p", "clr"]
+    assert gbumap.get.reconstruction_error(mdata)["max_rel"] < 1e-5

@@ -4,8 +4,8 @@ A parametric UMAP whose encoder is positively homogeneous, so every cell's
 position is exactly the sum of per-gene contributions.
 
 Submodules follow scanpy: :mod:`gbumap.tl` (tools that write to AnnData),
-:mod:`gbumap.pl` (plots), :mod:`gbumap.get` (read results back) and
-:mod:`gbumap.datasets` (the simulator). They, and the
+:mod:`gbumap.pl` (plots), :mod:`gbumap.get` (read results back), :mod:`gbumap.pp` (preparing the
+modalities of multimodal counts) and :mod:`gbumap.datasets` (the simulator). They, and the
 :class:`~gbumap.GlassBoxUMAP` estimator, are imported on first use so that
 ``import gbumap`` stays fast.
 """
@@ -29,14 +29,15 @@ __all__ = [
     "tl",
     "pl",
     "get",
+    "pp",
     "datasets",
     "__version__",
 ]
 
-_SUBMODULES = {"tl", "pl", "get", "datasets"}
+_SUBMODULES = {"tl", "pl", "get", "pp", "datasets"}
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import datasets, get, pl, tl
+    from . import datasets, get, pl, pp, tl
     from ._encoder import NotHomogeneousError
     from ._estimator import GlassBoxUMAP
     from ._gmt import read_gmt

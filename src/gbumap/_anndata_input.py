@@ -456,7 +456,7 @@ def _multimodal_choice(
 ) -> InputChoice:
     """Every modality's features side by side, with the block-diagonal loadings of :mod:`gbumap._modalities`."""
     from ._dask import column_stats, is_dask_array, row_chunked
-    from ._modalities import fit_modalities, modality_codes
+    from ._modalities import fit_modalities, modality_codes, preparation_of
 
     if modality_key not in adata.var.columns:
         raise missing_key_error("var column (modality_key)", modality_key, adata.var.columns)
@@ -484,6 +484,7 @@ def _multimodal_choice(
         n_neighbors=int(params.get("n_neighbors", 15)), source=f"var:{modality_key}", dtype=dtype,
         random_state=0 if seed is None else int(seed),
     )
+    info.preparation = preparation_of(adata.uns.get(spec.layer) if spec.layer else None, info.names)
     params["pca_components"] = None
     return InputChoice(
         matrix, names, spec, params, components=components, projection_source="gbumap_modalities", modalities=info

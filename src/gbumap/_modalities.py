@@ -33,7 +33,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 __all__ = [
-    "WEIGHTINGS", "Modalities", "fit_imputation", "fit_modalities", "imputed_model", "modality_codes", "sample_rows",
+    "WEIGHTINGS", "Modalities", "fit_imputation", "fit_modalities", "imputed_model", "modality_codes",
+    "preparation_of", "sample_rows",
 ]
 
 #: The rules that balance the modalities' blocks.
@@ -81,6 +82,9 @@ class Modalities:
     imputed
         In a query's record: the modalities it lacked and read through
         ``imputation`` (their features are not among the model's).
+    preparation
+        How each modality's input was prepared, when :func:`gbumap.pp.normalize_modalities`
+        made it (``"log1p"``, ``"clr"``); ``"as given"`` otherwise.
     """
 
     names: np.ndarray
@@ -94,6 +98,7 @@ class Modalities:
     widths: np.ndarray | None = None
     imputation: list[np.ndarray] | None = None
     imputed: np.ndarray | None = None
+    preparation: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.widths is None:
@@ -158,6 +163,8 @@ class Modalities:
             out["imputation"] = {str(m): np.asarray(b, dtype=np.float64) for m, b in enumerate(self.imputation)}
         if self.imputed is not None:
             out["imputed"] = self.imputed.astype(str)
+        if self.preparation is not None:
+            out["preparation"] = self.preparation.astype(str)
         return out
 
     @classmethod
@@ -187,8 +194,9 @@ class Modalities:
             layers=None if "layers" not in d else arr("layers", "UOS").astype(str),
             widths=None if "widths" not in d else arr("widths", "iu").astype(np.int64),
             imputed=None if "imputed" not in d else arr("imputed", "UOS").astype(str),
+            preparation=None if "preparation" not in d else arr("preparation", "UOS").astype(str),
         )
-        for name in ("n_pcs", "scales", "emphasis", "widths"):
+        for name in ("n_pcs", "scales", "emphasis", "widths") + (("preparation",) if "preparation" in d else ()):
             if len(getattr(out, name)) != m:
                 raise ValueError(f"modalities/{name} must have one value per modality ({m}).")
         imputed = set() if out.imputed is None else set(out.imputed)
@@ -426,3 +434,16 @@ def imputed_model(model, feature_names: np.ndarray, info: Modalities, missing: n
         widths=info.widths, imputation=info.imputation, imputed=np.asarray(lacking, dtype=str),
     )
     return query, feature_names[present], query_info
+
+
+def preparation_of(record, names: np.ndarray) -> np.ndarray:
+    """Each modality's preparation, from the ``uns`` record :func:`gbumap.pp.normalize_modalities` wrote.
+
+    ``record`` is ``uns[layer]`` of the layer a model reads (or ``None``);
+    modalities it does not name, and input it did not make, are ``"as given"``.
+    """
+    out = np.full(len(names), "as given", dtype=object)
+    if isinstance(record, Mapping) and "modalities" in record and "methods" in record:
+        made = dict(zip(np.asarray(record["modalities"]).astype(str), np.asarray(record["methods"]).astype(str)))
+        out = np.array([made.get(str(n), "as given") for n in names], dtype=object)
+    return out.astype(str)

@@ -31,6 +31,10 @@ __all__ = ["MODALITY_COLUMN", "accepts_mudata", "is_mudata", "joint_anndata"]
 MODALITY_COLUMN = "modality"
 
 
+class _NO:
+    default = None
+
+
 def is_mudata(obj: Any) -> bool:
     """Whether ``obj`` is a MuData (checked without importing ``mudata``)."""
     return type(obj).__name__ == "MuData" and hasattr(obj, "mod")
@@ -151,8 +155,11 @@ def accepts_mudata(func: Callable) -> Callable:
             if kwargs.get("modality_key") is not None:
                 raise ValueError("A MuData names its modalities itself; drop modality_key=.")
             names = list(adata.mod)
-            layer = kwargs.pop("layer", None)
+            default = signature.parameters["layer"].default if "layer" in signature.parameters else None
+            layer = kwargs.pop("layer", default)
             layers = dict(layer) if isinstance(layer, Mapping) else {n: layer for n in names}
+            if "layer" in signature.parameters:
+                kwargs["layer"] = None  # the joint AnnData's X is each modality's layer
             kwargs["modality_key"] = MODALITY_COLUMN
         else:
             key = bound.arguments.get("key", signature.parameters.get("key", inspect.Parameter).default)
@@ -166,10 +173,16 @@ def accepts_mudata(func: Callable) -> Callable:
         before = _snapshot(joint)
         result = func(joint, *args, **kwargs)
         _write_back(joint, before, target, names)
-        if fitting:
+        written = target.uns.get(kwargs.get("key_added", signature.parameters.get("key_added", _NO).default))
+        if fitting and isinstance(written, Mapping) and "methods" in written:  # a prepared layer: name the source
+            used = {layers.get(n) for n in names}
+            written["layer"] = "X" if used == {None} else ", ".join(sorted(str(u) for u in used))
+        if fitting and isinstance(written, Mapping) and "format_version" in written and "modalities" in written:
             from ._registry import mark_mudata_source
 
-            mark_mudata_source(target.uns[kwargs.get("key_added", "gbumap")], [layers.get(n) for n in names])
+            used = {layers.get(n) for n in names}
+            prepared = target.uns.get(next(iter(used))) if len(used) == 1 and None not in used else None
+            mark_mudata_source(written, [layers.get(n) for n in names], prepared)
         if copy:
             return target
         return result

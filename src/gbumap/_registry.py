@@ -659,10 +659,15 @@ def decode_record(reg: Mapping, *, encoder=None, where: str = "registry") -> Mod
     )
 
 
-def mark_mudata_source(reg: dict, layers: list[str | None]) -> None:
-    """Record in an encoded registry that its modalities came from a MuData, with the layer read in each."""
-    reg["modalities"]["source"] = "mudata"
-    reg["modalities"]["layers"] = np.asarray(["" if layer is None else str(layer) for layer in layers], dtype=str)
+def mark_mudata_source(reg: dict, layers: list[str | None], prepared: Mapping | None = None) -> None:
+    """Record in an encoded registry that its modalities came from a MuData, the layer read in each and,
+    when :func:`gbumap.pp.normalize_modalities` made that layer (``prepared``, its ``uns`` record), how."""
+    from ._modalities import preparation_of
+
+    info = reg["modalities"]
+    info["source"] = "mudata"
+    info["layers"] = np.asarray(["" if layer is None else str(layer) for layer in layers], dtype=str)
+    info["preparation"] = preparation_of(prepared, np.asarray(info["names"]).astype(str))
 
 
 def read_record(adata, key: str = "gbumap", *, encoder=None) -> ModelRecord:
