@@ -118,6 +118,8 @@ def gbumap_map(adata, which: str, seed: int) -> tuple[np.ndarray, dict, object]:
     gbumap.tl.glassbox_umap(work, mask_var=False, random_state=seed, verbose=False, **params)
     seconds = time.perf_counter() - started
     info = {"seconds": seconds, "reconstruction_error_rel": float(work.uns["gbumap"]["reconstruction_error"]["max_rel"])}
+    if which == "joint_variance":
+        info["protein_marker_auroc"] = protein_marker_auroc(work)
     if which.startswith("joint"):
         parts = gbumap.get.modality_contributions(work)
         info["median_protein_share"] = float(parts["share_ADT"].median())
@@ -127,6 +129,26 @@ def gbumap_map(adata, which: str, seed: int) -> tuple[np.ndarray, dict, object]:
             parts[["GEX_1", "GEX_2"]].to_numpy() + parts[["ADT_1", "ADT_2"]].to_numpy() - work.obsm["X_gbumap"]
         ).max())
     return np.asarray(work.obsm["X_gbumap"]), info, work
+
+
+def protein_marker_auroc(adata) -> dict:
+    """AUROC of the protein ranking (``tl.rank_features(modality="ADT")``) against the simulated markers.
+
+    For each protein-defined subtype, the truth is every protein up in it: its own markers and its lineage's.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    import gbumap
+
+    gbumap.tl.rank_features(adata, "subtype", modality="ADT", key_added="rank_adt")
+    truth = adata.uns["simulation"]["protein_truth"]
+    lineage_of = dict(zip(adata.obs["subtype"].astype(str), adata.obs["lineage"].astype(str)))
+    out = {}
+    for group in sorted(g for g in truth if "_P" in g):
+        table = gbumap.get.rank_features_df(adata, group, key="rank_adt")
+        up = set(truth[group]) | set(truth[lineage_of[group]])
+        out[group] = float(roc_auc_score(table["names"].isin(up), table["scores"]))
+    return out
 
 
 def wnn_map(adata, seed: int) -> tuple[np.ndarray, dict]:
@@ -240,10 +262,17 @@ def plot(result: dict, pictures: dict, path: Path) -> None:
 
 
 def markdown(results: list[dict]) -> str:
+    import datetime
+    import os
+
+    import torch
+
     lines = [
-        "# RNA + protein in one exact map", "",
-        "`python benchmarks/multimodal.py` on 2 CPU cores; label kNN accuracy (5-fold, 15 neighbours); "
-        "protein-only: the split types' subtypes (chance 0.5); RNA-only: the types within each lineage.", "",
+        f"Measured {datetime.date.today().isoformat()} on {platform.machine()} ({os.cpu_count()} cores), torch "
+        f"{torch.__version__}, one run of `python benchmarks/multimodal.py`. Label kNN accuracy (5-fold, 15 "
+        "neighbours) on the reference cells (80%); protein-only: the split types' subtypes (chance 0.5); "
+        "RNA-only: the types within each lineage; s: wall time of the map (gbumap with contributions; WNN: "
+        "per-modality PCA and neighbours, WNN and umap-learn).", "",
         "| setting | cells | map | subtype acc. | protein-only acc. | RNA-only acc. | s | exactness (rel.) |",
         "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
@@ -256,7 +285,7 @@ def markdown(results: list[dict]) -> str:
                 f"{m['protein_only_accuracy']:.3f} | {m['rna_only_accuracy']:.3f} | {m['seconds']:.1f} | "
                 f"{'—' if err is None else f'{err:.1e}'} |"
             )
-    lines += ["", "Joint maps: protein share and modality sums", "",
+    lines += ["", "**Joint maps: protein share and modality sums**", "",
               "| setting | cells | weighting | median protein share | max abs(Σ modalities − embedding) |",
               "|---|---:|---|---:|---:|"]
     for r in results:
@@ -264,7 +293,15 @@ def markdown(results: list[dict]) -> str:
             m = r[which]
             lines.append(f"| {r['setting']} | {r['n_cells']:,} | {which.split('_', 1)[1]} | "
                          f"{m['median_protein_share']:.3f} | {m['max_modality_sum_error']:.1e} |")
-    lines += ["", "Queries mapped onto the joint map (default weighting, `tl.transform`), held-out 20%: with both "
+    lines += ["", "**Protein markers** recovered by the joint map's protein ranking (`tl.rank_features(modality=\"ADT\")`, "
+              "default weighting): AUROC of the scores against the proteins up in each protein-defined subtype", "",
+              "| setting | cells | " + " | ".join(sorted(results[0]["joint_variance"]["protein_marker_auroc"])) + " |",
+              "|---|---:|" + "---:|" * len(results[0]["joint_variance"]["protein_marker_auroc"])]
+    for r in results:
+        auroc = r["joint_variance"]["protein_marker_auroc"]
+        lines.append(f"| {r['setting']} | {r['n_cells']:,} | " + " | ".join(f"{auroc[g]:.3f}" for g in sorted(auroc))
+                     + " |")
+    lines += ["", "**Queries** mapped onto the joint map (default weighting, `tl.transform`), held-out 20%: with both "
               "modalities, with RNA only and the proteins at the baseline (`fill_missing=\"baseline\"`), and with RNA "
               "only and the protein block imputed (`fill_missing=\"impute\"`). Shift: distance to the full profile's "
               "position, in units of the map's median distance to the 15th neighbour.", "",

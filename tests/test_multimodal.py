@@ -200,6 +200,34 @@ def test_rna_only_query_with_the_protein_block_imputed_is_exact_and_closer(fitte
     np.testing.assert_array_equal(gbumap.get.model(reference).components_, gbumap.get.model(fitted).components_)
 
 
+def test_a_query_lacking_a_modality_without_a_rule_names_it(fitted):
+    genes = (fitted.var["feature_types"] == "GEX").to_numpy()
+    query = fitted[:50, genes].copy()
+    query.uns.pop("gbumap")
+    before = snapshot(query)
+    with pytest.raises(KeyError, match=r"lacks features of modality 'ADT' \(24 of 24 features\)"):
+        gbumap.tl.transform(query, fitted)
+    assert_unchanged(query, before)
+
+
+def test_exact_to_float64_precision(cite):
+    adata = cite[:800].copy()
+    gbumap.tl.fit(adata, modality_key="feature_types", dtype="float64", **FIT)
+    emb = adata.obsm["X_gbumap"]  # stored in float32, as every embedding: compare with the model's own output
+    model = gbumap.get.model(adata)
+    contrib = model.compute_contributions(adata.X)
+    full = model.transform(adata.X)  # float64 positions
+    assert full.dtype == np.float64 and contrib.dtype == np.float64
+    onehot = np.eye(2)[adata.uns["gbumap"]["modalities"]["feature_codes"]]
+    parts = contrib @ onehot  # each modality's part, (cells, axes, modalities)
+    assert np.abs(contrib.sum(-1) - full).max() <= 1e-12 * np.abs(full).max()
+    assert np.abs(parts.sum(-1) - full).max() <= 1e-12 * np.abs(full).max()
+    table = gbumap.get.modality_contributions(adata)  # the reader, in the model's dtype
+    tolerance = 1e-12 * np.abs(full).max()
+    np.testing.assert_allclose(table[["GEX_1", "ADT_1"]].to_numpy(), parts[:, 0], rtol=0, atol=tolerance)
+    assert np.abs(full - emb).max() < 1e-5 * np.abs(full).max()
+
+
 def test_impute_refuses_what_it_cannot_read(fitted):
     genes = (fitted.var["feature_types"] == "GEX").to_numpy()
     scattered = fitted[:50, 5:].copy()  # five genes missing, proteins present
@@ -250,9 +278,12 @@ def test_rankings_over_both_modalities_and_per_modality(fitted):
     proteins = sc.get.rank_genes_groups_df(adata, "L0_T0_P0", key="rank_adt")
     assert len(proteins) == 24 and proteins["names"].str.startswith("prot_").all()
     # the subtype's own marker proteins and its lineage's lead its protein ranking
+    from sklearn.metrics import roc_auc_score
+
     markers = adata.uns["simulation"]["protein_truth"]
     truth = set(markers["L0_T0_P0"]) | set(markers["L0"])
     assert len(truth & set(proteins["names"][:5])) >= 2
+    assert roc_auc_score(proteins["names"].isin(truth), proteins["scores"]) >= 0.9
     with pytest.raises(ValueError, match="modality must be one of"):
         gbumap.tl.rank_features(adata, "subtype", modality="ATAC", key_added="rank_bad")
     assert "rank_bad" not in adata.uns
@@ -293,6 +324,17 @@ def test_bad_multimodal_input_names_the_fix_and_leaves_adata_alone(cite, kwargs,
     before = snapshot(adata)
     with pytest.raises(error, match=match):
         gbumap.tl.fit(adata, **kwargs, **FIT)
+    assert_unchanged(adata, before)
+
+
+def test_a_feature_without_a_modality_is_refused(cite):
+    adata = cite[:300].copy()
+    kind = adata.var["feature_types"].astype(object).to_numpy()
+    kind[3] = None
+    adata.var["kind"] = kind
+    before = snapshot(adata)
+    with pytest.raises(ValueError, match="1 missing value"):
+        gbumap.tl.fit(adata, modality_key="kind", **FIT)
     assert_unchanged(adata, before)
 
 
@@ -393,7 +435,7 @@ def test_normalize_modalities_refuses_what_it_does_not_know(cite):
     before = snapshot(adata)
     with pytest.raises(ValueError, match="No preparation known for modality 'ATAC'"):
         gbumap.pp.normalize_modalities(adata, "kind")
-    with pytest.raises(ValueError, match="not counts"):
+    with pytest.raises(ValueError, match="Modality 'GEX' has negative values"):
         gbumap.pp.normalize_modalities(adata, layer="scaled")
     with pytest.raises(ValueError, match="unknown modalities"):
         gbumap.pp.normalize_modalities(adata, methods={"RNA": "log1p"})

@@ -114,15 +114,19 @@ def normalize_modalities(
     counts = adata.X if layer is None else adata.layers[layer]
     if not sp.issparse(counts):
         counts = np.asarray(counts)
-    if (counts.data if sp.issparse(counts) else counts).min(initial=0) < 0:
-        raise ValueError(
-            f"{'X' if layer is None else f'layers[{layer!r}]'} holds negative values, so it is not counts; pass "
-            "layer= with the raw counts."
-        )
+    where = "X" if layer is None else f"layers[{layer!r}]"
     blocks = []
     for name in names:
         cols = np.flatnonzero(labels == name)
-        blocks.append((cols, _prepare(counts[:, cols], chosen[name], float(target_sum))))
+        block = counts[:, cols]
+        values = block.data if sp.issparse(block) else block
+        if values.size and values.min() < 0:
+            raise ValueError(
+                f"Modality {name!r} has negative values in {where} ({int((values < 0).sum())} of them), so they are "
+                "not raw counts; pass layer= with the counts of every modality."
+            )
+        blocks.append((cols, block))
+    blocks = [(cols, _prepare(block, chosen[name], float(target_sum))) for name, (cols, block) in zip(names, blocks)]
     out = _assemble(blocks, adata.n_obs, adata.n_vars, sparse=sp.issparse(counts))
     target = adata.copy() if copy else adata
     target.layers[key_added] = out

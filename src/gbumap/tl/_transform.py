@@ -179,6 +179,18 @@ def _missing_features(adata: AnnData, record, fill_missing: str | None):
             "adata.var_names_make_unique() first."
         )
     missing = names[adata.var_names.get_indexer(pd.Index(names)) < 0]
+    if len(missing) and fill_missing is None and record.modalities is not None:
+        info = record.modalities
+        lacking = [
+            f"{str(n)!r} ({int(np.isin(names[info.feature_codes == m], missing).sum())} of "
+            f"{int((info.feature_codes == m).sum())} features)"
+            for m, n in enumerate(info.names) if np.isin(names[info.feature_codes == m], missing).any()
+        ]
+        raise KeyError(
+            f"The query lacks features of modality {', '.join(lacking)}. Pass fill_missing='impute' to read a whole "
+            "missing modality from the others, or fill_missing='baseline' (the missing features then contribute "
+            "exactly 0); see the docs' multimodal page for how far each rule places such cells."
+        )
     if len(missing) and fill_missing is None:
         raise KeyError(
             f"{len(missing)} of the model's {len(names)} genes are missing from the query: "
