@@ -72,6 +72,37 @@ def test_chunking_does_not_change_the_model(pbmc_file, fitted_pair):
     np.testing.assert_array_equal(other.obsm["X_gbumap"], memory.obsm["X_gbumap"])
 
 
+def test_atlas_scale_blocks_give_one_model_for_any_chunking(pbmc_file, monkeypatch):
+    """Above LARGE_ROWS rows the passes sum over larger fixed blocks and the QR runs in blocks of rows.
+
+    Shrunk here so that pbmc68k_reduced's 700 cells are "large": memory and
+    two chunkings from disk still fit the same model bit for bit, and the
+    loadings agree with the small-data rule's to rounding.
+    """
+    import gbumap._dask as gdask
+    import gbumap._pca as gpca
+
+    small = ad.read_h5ad(pbmc_file)
+    gbumap.tl.fit(small, **FIT)
+    monkeypatch.setattr(gdask, "LARGE_ROWS", 500)
+    monkeypatch.setattr(gdask, "LARGE_SUM_BLOCK_ROWS", 256)
+    monkeypatch.setattr(gpca, "QR_SINGLE_MAX_ROWS", 500)
+    monkeypatch.setattr(gpca, "QR_BLOCK_ROWS", 300)
+    assert gdask.sum_block_rows(700) == 256 and gdask.sum_block_rows(500) == gdask.SUM_BLOCK_ROWS
+    fits = [ad.read_h5ad(pbmc_file), lazy_adata(pbmc_file, rows=128), lazy_adata(pbmc_file, rows=300)]
+    for adata in fits:
+        gbumap.tl.fit(adata, **FIT)
+    for other in fits[1:]:
+        np.testing.assert_array_equal(other.obsm["X_gbumap"], fits[0].obsm["X_gbumap"])
+        for field in ("baseline", "components"):
+            projections = [a.uns["gbumap"]["projection"][field] for a in (other, fits[0])]
+            np.testing.assert_array_equal(*projections)
+    np.testing.assert_allclose(
+        fits[0].uns["gbumap"]["projection"]["components"], small.uns["gbumap"]["projection"]["components"],
+        rtol=1e-5, atol=1e-7,
+    )
+
+
 def test_pca_matches_an_exact_svd(pbmc_file):
     from gbumap._pca import randomized_pca
 
@@ -277,3 +308,28 @@ def test_dotplot_reads_only_the_genes_it_shows(fitted_pair, monkeypatch):
     assert list(from_disk.var_names) == list(from_memory.var_names) and from_disk.n_vars <= 3 * 10
     assert not is_dask_array(from_disk.X)
     np.testing.assert_array_equal(np.asarray(from_disk.X.todense()), np.asarray(from_memory.X.todense()))
+
+
+def test_quality_of_a_lazy_x_never_loads_it_whole(fitted_pair, monkeypatch):
+    """tl.quality on a lazy X without X_pca: a PCA over the row chunks, never the matrix in memory."""
+    memory, lazy = fitted_pair
+    lazy = lazy.copy()
+    assert "X_pca" not in lazy.obsm and is_dask_array(lazy.X)
+
+    def whole(*args, **kwargs):
+        raise AssertionError("the lazy X was converted to one in-memory array")
+
+    monkeypatch.setattr(type(lazy.X), "__array__", whole)
+    gbumap.tl.quality(lazy, basis="gbumap", groupby="bulk_labels")
+    block = lazy.uns["gbumap_quality"]
+    assert "chunk by chunk" in block["params"]["use_rep"]
+    with pytest.raises(ValueError, match="would load the lazy X"):
+        gbumap.tl.quality(lazy, basis="gbumap", use_rep="X")
+    monkeypatch.undo()
+    # the same map scored against scanpy's PCA of the matrix in memory: figures of the same size
+    reference = memory.copy()
+    del reference.obsm["X_pca"]
+    gbumap.tl.quality(reference, basis="gbumap", groupby="bulk_labels")
+    ours, theirs = (gbumap.get.quality(a).loc["X_gbumap"] for a in (lazy, reference))
+    assert abs(ours["knn_preservation"] - theirs["knn_preservation"]) < 0.05
+    assert ours["label_accuracy"] == pytest.approx(theirs["label_accuracy"], abs=1e-12)

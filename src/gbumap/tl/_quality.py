@@ -11,6 +11,7 @@ from anndata import AnnData
 
 from .. import _layout_metrics as metrics
 from .._anndata_input import missing_key_error
+from .._dask import is_dask_array
 from .._results import Result, result_key, write_result
 from .._validation import check_finite, check_int, obs_column
 
@@ -33,10 +34,17 @@ def _embedding(adata: AnnData, basis: str) -> tuple[str, np.ndarray]:
 
 def _input_representation(adata: AnnData, use_rep: str | None, random_state: int) -> tuple[str, np.ndarray]:
     """The representation whose neighbours the embeddings should keep."""
+    lazy = is_dask_array(adata.X)
     if use_rep is not None:
         if use_rep == "X":
             X = adata.X
-            return "X", np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
+            if lazy and X.shape[1] > _PCA_COMPONENTS:
+                raise ValueError(
+                    f"use_rep='X' would load the lazy X ({X.shape[0]} cells × {X.shape[1]} features) into memory "
+                    "whole. Leave use_rep=None (the neighbours are then compared in a PCA computed chunk by chunk) "
+                    "or pass an obsm representation such as 'X_pca'."
+                )
+            return "X", _dense_rows(X)
         if use_rep not in adata.obsm:
             raise missing_key_error("obsm (use_rep)", use_rep, adata.obsm.keys())
         rep = np.asarray(adata.obsm[use_rep], dtype=np.float32)
@@ -48,13 +56,37 @@ def _input_representation(adata: AnnData, use_rep: str | None, random_state: int
         raise ValueError("adata has no X and no obsm['X_pca']; pass use_rep= with the input representation.")
     import scanpy as sc
 
-    check_finite(adata.X, name="X")
+    if not lazy:
+        check_finite(adata.X, name="X")
     n_comps = min(_PCA_COMPONENTS, adata.n_obs - 1, adata.n_vars - 1)
     if adata.n_vars <= _PCA_COMPONENTS:
-        X = adata.X
-        return "X", np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
+        return "X", _dense_rows(adata.X)
+    if lazy:
+        pcs = _chunked_pcs(adata.X, n_comps, random_state)
+        return f"PCA of X ({n_comps} components, chunk by chunk, not stored)", pcs
     pcs = sc.pp.pca(adata.X, n_comps=n_comps, random_state=random_state)
     return f"PCA of X ({n_comps} components, not stored)", np.asarray(pcs, dtype=np.float32)
+
+
+def _dense_rows(X) -> np.ndarray:
+    """``X`` as a dense float32 array (a lazy ``X`` computed chunk by chunk, each chunk densified alone)."""
+    if is_dask_array(X):
+        X = X.map_blocks(lambda b: np.asarray(b.toarray() if sp.issparse(b) else b, dtype=np.float32),
+                         dtype=np.float32, meta=np.empty((0, 0), dtype=np.float32)).compute()
+    return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
+
+
+def _chunked_pcs(X, n_comps: int, random_state: int) -> np.ndarray:
+    """Cells × ``n_comps`` principal components of a lazy ``X``, from passes over its row chunks (never whole)."""
+    from .._dask import column_stats, row_chunk_products
+    from .._pca import randomized_pca
+
+    mean = column_stats(X, name="X")  # raises for NaN or infinite values
+    components, _ = randomized_pca(X, n_comps, center=mean, random_state=random_state)
+    times, _ = row_chunk_products(X)
+    pcs = times(components.T)
+    pcs -= mean @ components.T
+    return pcs.astype(np.float32)
 
 
 def _obs_values(adata: AnnData, key: str, kind: str) -> np.ndarray:
@@ -135,7 +167,9 @@ def quality(
     use_rep
         Input representation (``obsm`` key, or ``"X"``). Default:
         ``obsm["X_pca"]`` when present, else a 50-component PCA of ``X``
-        computed here and not stored.
+        computed here and not stored (for a lazy Dask ``X``, gbumap's
+        randomised PCA over its row chunks, so ``X`` is never loaded whole;
+        ``"X"`` itself is then refused above 50 features).
     groupby
         Categorical ``obs`` column of cell labels.
     continuous
