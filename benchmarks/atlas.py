@@ -1,6 +1,6 @@
 """Atlas scale: the whole pipeline from disk, 300k to 2M cells × 2,000 genes, in a fresh process each.
 
-    python benchmarks/atlas.py                                   # about 35 minutes on 2 cores, 12 GB of disk
+    python benchmarks/atlas.py                                   # about 20 minutes on 2 cores, 12 GB of disk
     python benchmarks/atlas.py --sizes 300000 --memory-sizes 300000   # one size, both paths
 
 1. ``gbumap.datasets.write_simulated`` writes ``n`` cells × 2,000 genes
@@ -173,10 +173,6 @@ def report(rows: list[dict], writes: dict) -> None:
             value = slope(rows, mode, lambda r, s=s: max(r["stages"].get(s, np.nan), 1e-3))
             if value is not None:
                 parts.append(f"{s} {value:.2f}")
-        if mode == "dask" and all(r.get("cold_read_seconds") is not None for r in rows if r["mode"] == mode):
-            value = slope(rows, mode, lambda r: max(r["stages"]["pca_means"] - r["cold_read_seconds"], 1e-3))
-            if value is not None:
-                parts.append(f"pca_means less the file's cold read {value:.2f}")
         whole = slope(rows, mode, lambda r: r["pipeline_seconds"])
         if whole is not None:
             lines.append(f"- {mode}: " + ", ".join(parts) + f"; whole pipeline {whole:.2f}")

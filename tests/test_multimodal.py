@@ -440,6 +440,13 @@ def test_normalize_modalities_refuses_what_it_does_not_know(cite):
     with pytest.raises(ValueError, match="unknown modalities"):
         gbumap.pp.normalize_modalities(adata, methods={"RNA": "log1p"})
     assert_unchanged(adata, before)
+    # a lazy layer is refused rather than loaded whole
+    import dask.array as da
+
+    adata.layers["lazy"] = da.from_array(adata.layers["counts"].toarray(), chunks=(50, -1))
+    with pytest.raises(ValueError, match=r"layers\['lazy'\] is a lazy Dask array.*to_memory"):
+        gbumap.pp.normalize_modalities(adata, layer="lazy")
+    assert "gbumap_normalized" not in adata.layers and "gbumap_normalized" not in adata.uns
 
 
 def test_normalize_modalities_on_a_mudata_then_fit(cite):

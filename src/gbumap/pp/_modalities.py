@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._dask import is_dask_array
 from .._validation import check_number, missing_key_error
 
 __all__ = ["METHODS", "normalize_modalities"]
@@ -112,9 +113,16 @@ def normalize_modalities(
                 "CLR normalisation uses muon (muon.prot.pp.clr): pip install muon (or gbumap[multimodal])."
             ) from None
     counts = adata.X if layer is None else adata.layers[layer]
+    where = "X" if layer is None else f"layers[{layer!r}]"
+    if is_dask_array(counts):
+        raise ValueError(
+            f"{where} is a lazy Dask array: normalize_modalities writes an in-memory layer of the same size, "
+            "and the CLR of proteins needs every cell at once, so it would load the counts whole. Load them first "
+            "(adata = adata.to_memory()), or prepare each modality in your own chunked pipeline and pass the "
+            "prepared values to gbumap.tl.fit."
+        )
     if not sp.issparse(counts):
         counts = np.asarray(counts)
-    where = "X" if layer is None else f"layers[{layer!r}]"
     blocks = []
     for name in names:
         cols = np.flatnonzero(labels == name)
