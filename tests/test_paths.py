@@ -118,8 +118,12 @@ def test_tl_transform_does_not_depend_on_the_batch(pbmc_fitted):
         del query.obsm[key]
     one = gbumap.tl.transform(query, pbmc_fitted, batch_size=300, copy=True)
     many = gbumap.tl.transform(query, pbmc_fitted, batch_size=41, copy=True)
-    np.testing.assert_array_equal(many.obsm["X_gbumap"], one.obsm["X_gbumap"])
-    np.testing.assert_array_equal(many.obsm["gbumap_jacobian"], one.obsm["gbumap_jacobian"])
+    # equal to float rounding: a BLAS product's rows may round differently with the number of rows it
+    # multiplies at once (MKL's AVX-512 kernels, seen at 1.4e-6 relative), as in the estimator's test below
+    scale = np.abs(one.obsm["X_gbumap"]).max()
+    np.testing.assert_allclose(many.obsm["X_gbumap"], one.obsm["X_gbumap"], rtol=1e-5, atol=1e-6 * scale)
+    jac = one.obsm["gbumap_jacobian"]
+    np.testing.assert_allclose(many.obsm["gbumap_jacobian"], jac, rtol=1e-5, atol=1e-6 * np.abs(jac).max())
     np.testing.assert_allclose(one.obsm["X_gbumap"], pbmc_fitted.obsm["X_gbumap"][:300], rtol=1e-5, atol=1e-5)
 
 

