@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .. import _layout_metrics as metrics
-from .._anndata_input import missing_key_error
+from .._anndata_input import backed_as_dask, missing_key_error
 from .._dask import is_dask_array
 from .._results import Result, result_key, write_result
 from .._validation import check_finite, check_int, obs_column
@@ -34,10 +34,11 @@ def _embedding(adata: AnnData, basis: str) -> tuple[str, np.ndarray]:
 
 def _input_representation(adata: AnnData, use_rep: str | None, random_state: int) -> tuple[str, np.ndarray]:
     """The representation whose neighbours the embeddings should keep."""
-    lazy = is_dask_array(adata.X)
+    # a backed file's X is read through Dask over the open file, like tl.fit reads it: never whole
+    X = backed_as_dask(adata) if adata.isbacked else adata.X
+    lazy = is_dask_array(X)
     if use_rep is not None:
         if use_rep == "X":
-            X = adata.X
             if lazy and X.shape[1] > _PCA_COMPONENTS:
                 raise ValueError(
                     f"use_rep='X' would load the lazy X ({X.shape[0]} cells × {X.shape[1]} features) into memory "
@@ -52,19 +53,19 @@ def _input_representation(adata: AnnData, use_rep: str | None, random_state: int
         return use_rep, rep
     if "X_pca" in adata.obsm:
         return "X_pca", np.asarray(adata.obsm["X_pca"], dtype=np.float32)
-    if adata.X is None:
+    if X is None:
         raise ValueError("adata has no X and no obsm['X_pca']; pass use_rep= with the input representation.")
     import scanpy as sc
 
     if not lazy:
-        check_finite(adata.X, name="X")
+        check_finite(X, name="X")
     n_comps = min(_PCA_COMPONENTS, adata.n_obs - 1, adata.n_vars - 1)
     if adata.n_vars <= _PCA_COMPONENTS:
-        return "X", _dense_rows(adata.X)
+        return "X", _dense_rows(X)
     if lazy:
-        pcs = _chunked_pcs(adata.X, n_comps, random_state)
+        pcs = _chunked_pcs(X, n_comps, random_state)
         return f"PCA of X ({n_comps} components, chunk by chunk, not stored)", pcs
-    pcs = sc.pp.pca(adata.X, n_comps=n_comps, random_state=random_state)
+    pcs = sc.pp.pca(X, n_comps=n_comps, random_state=random_state)
     return f"PCA of X ({n_comps} components, not stored)", np.asarray(pcs, dtype=np.float32)
 
 
