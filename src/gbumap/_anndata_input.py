@@ -25,6 +25,7 @@ __all__ = [
     "select_cells",
     "select_obs",
     "sharing_arrays",
+    "x_matrix",
 ]
 
 # How many cells verify that (X - mean) @ varm["PCs"] reproduces a stored obsm["X_pca"], and how closely.
@@ -78,9 +79,12 @@ def _raw_matrix(adata: AnnData, spec: InputSpec):
         return adata.layers[spec.layer]
     if adata.X is None:
         raise ValueError("adata.X is None; pass layer= or use_rep= to choose the input.")
-    if adata.isbacked:
-        return backed_as_dask(adata)
-    return adata.X
+    return x_matrix(adata)
+
+
+def x_matrix(adata: AnnData):
+    """``adata.X``; for a backed AnnData a Dask array over its file (:func:`backed_as_dask`), never read whole."""
+    return backed_as_dask(adata) if adata.isbacked else adata.X
 
 
 def backed_as_dask(adata: AnnData):
@@ -329,7 +333,7 @@ def sharing_arrays(adata: AnnData, *, obs_columns=None, uns_keys=None) -> AnnDat
     obs = adata.obs if obs_columns is None else adata.obs[list(obs_columns)].copy()
     uns = dict(adata.uns) if uns_keys is None else {k: adata.uns[k] for k in uns_keys if k in adata.uns}
     return AnnData(
-        X=backed_as_dask(adata) if adata.isbacked else adata.X,
+        X=x_matrix(adata),
         obs=obs,
         var=adata.var,
         uns=uns,

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .. import _layout_metrics as metrics
-from .._anndata_input import backed_as_dask, missing_key_error
+from .._anndata_input import missing_key_error, x_matrix
 from .._dask import is_dask_array
 from .._results import Result, result_key, write_result
 from .._validation import check_finite, check_int, obs_column
@@ -34,8 +34,7 @@ def _embedding(adata: AnnData, basis: str) -> tuple[str, np.ndarray]:
 
 def _input_representation(adata: AnnData, use_rep: str | None, random_state: int) -> tuple[str, np.ndarray]:
     """The representation whose neighbours the embeddings should keep."""
-    # a backed file's X is read through Dask over the open file, like tl.fit reads it: never whole
-    X = backed_as_dask(adata) if adata.isbacked else adata.X
+    X = x_matrix(adata)  # a backed file's X as a Dask array over the file, as tl.fit reads it
     lazy = is_dask_array(X)
     if use_rep is not None:
         if use_rep == "X":
